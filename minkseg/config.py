@@ -1,0 +1,348 @@
+"""The params.yaml schema: every key typed and validated once, up front, with its path in the error.
+
+A typo in params.yaml (``train.lr: -1``, ``batch_sise: 8``) should stop a run in the first second with one line
+that names the file, the key and the fix -- not three hours later inside the optimizer. So every stage loads its
+parameters through :func:`load_params`, which returns frozen pydantic models and turns every problem into a
+:class:`ConfigError` whose message reads ``params.yaml: train.lr: must be > 0 (got -1)``. Unknown keys are
+rejected (they are almost always typos). All keys are required: params.yaml is the single source of truth that
+DVC tracks, so the code carries no second set of defaults that could silently disagree with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Iterable, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = [
+    "ConfigError",
+    "BaseParams",
+    "SyntheticParams",
+    "DownloadParams",
+    "PreprocessParams",
+    "VoxelizeParams",
+    "TrainParams",
+    "EvaluateParams",
+    "MlflowParams",
+    "Params",
+    "DATASETS",
+    "load_params",
+    "params_from_dict",
+]
+
+DATASETS = ("synthetic-scannet", "scannet", "synthia4d", "synthetic-synthia4d")
+
+
+class ConfigError(ValueError):
+    """params.yaml is missing, unreadable or has an invalid value; the message names the file and key path."""
+
+
+def _reject_bool(value: Any) -> Any:
+    # YAML's `true` would otherwise be accepted as the number 1 by pydantic's lax mode.
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true/false")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_reject_bool)]
+Float = Annotated[float, BeforeValidator(_reject_bool)]
+PositiveInt = Annotated[int, BeforeValidator(_reject_bool), Field(gt=0)]
+NonNegativeInt = Annotated[int, BeforeValidator(_reject_bool), Field(ge=0)]
+PositiveFloat = Annotated[float, BeforeValidator(_reject_bool), Field(gt=0)]
+NonNegativeFloat = Annotated[float, BeforeValidator(_reject_bool), Field(ge=0)]
+Fraction = Annotated[float, BeforeValidator(_reject_bool), Field(ge=0, le=1)]
+NonEmptyStr = Annotated[str, Field(min_length=1)]
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, validate_default=True)
+
+
+class BaseParams(_Group):
+    """Settings every stage shares."""
+
+    seed: NonNegativeInt
+    dataset: Literal["synthetic-scannet", "scannet", "synthia4d", "synthetic-synthia4d"]
+    device: Literal["auto", "cpu", "cuda"]
+    num_gpus: PositiveInt  # processes per node; > 1 makes the train stage relaunch itself under torchrun
+    num_nodes: PositiveInt
+    node_rank: NonNegativeInt
+    rdzv_endpoint: NonEmptyStr  # host:port of node 0 for multi-node torchrun
+    ignore_label: Annotated[int, BeforeValidator(_reject_bool), Field(ge=0, le=65535)]
+    num_threads: NonNegativeInt  # torch intra-op threads, 0 = torch's default
+
+    @field_validator("rdzv_endpoint")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be host:port, e.g. 127.0.0.1:29500")
+        return value
+
+
+class SyntheticParams(_Group):
+    """Size of the generated stand-in datasets (synthetic-scannet / synthetic-synthia4d)."""
+
+    train_scenes: PositiveInt
+    val_scenes: PositiveInt
+    points_per_scene: PositiveInt
+
+
+class DownloadParams(_Group):
+    """Where the raw data comes from."""
+
+    scannet_root: str | None  # an existing ScanNet v2 copy (its scans/ folder); ScanNet cannot be fetched anonymously
+    synthia_root: str | None  # an existing or to-be-filled Synthia4D folder
+    synthia_urls: list[NonEmptyStr]  # archives to fetch into synthia_root when it is empty
+    synthetic: SyntheticParams
+
+
+class PreprocessParams(_Group):
+    """Raw scans -> one compact file per scene."""
+
+    num_workers: NonNegativeInt
+
+
+class VoxelizeParams(_Group):
+    """Quantisation of points to voxels."""
+
+    voxel_size: PositiveFloat  # metres
+    clip_bound: list[list[Float]] | None  # [[xmin, xmax], [ymin, ymax], [zmin, zmax]] around the scene centre, metres
+    temporal_numseq: PositiveInt  # frames stacked into one 4D sample (Synthia4D)
+    temporal_dilation: PositiveInt  # frame stride between them
+
+    @field_validator("clip_bound")
+    @classmethod
+    def _pairs(cls, value: list[list[float]] | None) -> list[list[float]] | None:
+        if value is None:
+            return value
+        if len(value) != 3 or any(len(pair) != 2 for pair in value):
+            raise ValueError("must be null or three [min, max] pairs, e.g. [[-18, 18], [-18, 18], [-18, 18]]")
+        if any(low >= high for low, high in value):
+            raise ValueError("every [min, max] pair needs min < max")
+        return value
+
+
+class TrainParams(_Group):
+    """Model, optimisation and schedule of the train stage."""
+
+    model: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")]
+    conv1_kernel_size: PositiveInt
+    bn_momentum: Annotated[float, BeforeValidator(_reject_bool), Field(gt=0, le=1)]
+    optimizer: Literal["sgd", "adamw"]
+    lr: PositiveFloat
+    momentum: Annotated[float, BeforeValidator(_reject_bool), Field(ge=0, lt=1)]
+    dampening: Fraction
+    weight_decay: NonNegativeFloat
+    adamw_betas: list[Annotated[float, BeforeValidator(_reject_bool), Field(ge=0, lt=1)]]
+    scheduler: Literal["poly", "step", "onecycle"]
+    poly_power: PositiveFloat
+    step_size: PositiveInt
+    step_gamma: Annotated[float, BeforeValidator(_reject_bool), Field(gt=0, le=1)]
+    onecycle_pct_start: Annotated[float, BeforeValidator(_reject_bool), Field(gt=0, lt=1)]
+    onecycle_div_factor: Annotated[float, BeforeValidator(_reject_bool), Field(ge=1)]
+    onecycle_final_div_factor: Annotated[float, BeforeValidator(_reject_bool), Field(ge=1)]
+    iterations: PositiveInt  # optimizer steps
+    batch_size: PositiveInt  # scenes per step and per process (before grad_accum)
+    val_batch_size: PositiveInt
+    train_limit_numpoints: NonNegativeInt  # drop scenes from a batch beyond this many points; 0 = no limit
+    grad_accum: PositiveInt  # batches whose gradients are summed into one step
+    amp: Literal["none", "bf16", "fp16"]
+    val_every: NonNegativeInt  # 0 = validate only at the end
+    checkpoint_every: NonNegativeInt  # 0 = only at the end (a killed run then restarts from scratch)
+    log_every: PositiveInt
+    class_weights: list[PositiveFloat] | None
+    num_workers: NonNegativeInt
+    deterministic: bool
+
+    @field_validator("adamw_betas")
+    @classmethod
+    def _two_betas(cls, value: list[float]) -> list[float]:
+        if len(value) != 2:
+            raise ValueError("must be two numbers [beta1, beta2], e.g. [0.9, 0.999]")
+        return value
+
+
+class EvaluateParams(_Group):
+    """Point-level evaluation, test-time voting and prediction export."""
+
+    rotation_angles: Annotated[list[Float], Field(min_length=1)]  # degrees; softmax averaged over all of them
+    rotation_axis: Literal["x", "y", "z"]
+    export_count: NonNegativeInt  # scenes written as coloured PLY + PNG
+
+
+class MlflowParams(_Group):
+    """Experiment tracking; when disabled MLflow is never imported."""
+
+    enabled: bool
+    experiment_name: NonEmptyStr
+    tracking_uri: str | None  # null = sqlite:///<repo root>/mlflow.db
+
+
+class Params(_Group):
+    """The whole params.yaml."""
+
+    base: BaseParams
+    download: DownloadParams
+    preprocess: PreprocessParams
+    voxelize: VoxelizeParams
+    train: TrainParams
+    evaluate: EvaluateParams
+    mlflow: MlflowParams
+
+    def flat(self) -> dict[str, Any]:
+        """``{"train.lr": 0.1, ...}``: the shape MLflow's log_params and DVC's params listing use."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    walk(f"{prefix}.{key}" if prefix else key, item)
+            else:
+                out[prefix] = value
+
+        walk("", self.model_dump(mode="json"))
+        return out
+
+    def fingerprint(self, groups: Iterable[str] = ("base", "download", "preprocess", "voxelize", "train")) -> str:
+        """A stable hash of the given groups; a checkpoint is only resumed under an identical fingerprint."""
+        dumped = self.model_dump(mode="json")
+        payload = {group: dumped[group] for group in groups}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _format_location(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif isinstance(item, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", item):
+            parts.append(f".{item}" if parts else item)
+        # other entries are pydantic's internal tags for union members, e.g. "list[float]"; they are noise here
+    return "".join(parts) or "(top level)"
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: Any = Params
+    for item in loc[:-1]:
+        if not isinstance(item, str):
+            return []
+        field = getattr(model, "model_fields", {}).get(item)
+        if field is None:
+            return []
+        model = field.annotation
+    return sorted(getattr(model, "model_fields", {}))
+
+
+def _describe(error: dict[str, Any]) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    limits = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+    if kind in limits:
+        bound = next(iter(ctx.values()))
+        return f"must be {limits[kind]} {bound:g}" if isinstance(bound, (int, float)) else error["msg"]
+    if kind == "missing":
+        return "missing; add it (see the params.yaml shipped with MinkSeg for every key and its default)"
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(error["loc"])
+        hint = f" (allowed here: {', '.join(allowed)})" if allowed else ""
+        return f"unknown key{hint}"
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected', '?')}"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return "must be a whole number"
+    if kind in ("float_type", "float_parsing"):
+        return "must be a number"
+    if kind in ("bool_type", "bool_parsing"):
+        return "must be true or false"
+    if kind in ("string_type",):
+        return "must be a string"
+    if kind in ("list_type",):
+        return "must be a list"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return "must be a mapping of keys (a YAML section)"
+    if kind == "string_pattern_mismatch":
+        return f"must match {ctx.get('pattern')}"
+    if kind == "string_too_short":
+        return "must not be empty"
+    if kind == "too_short":
+        return f"needs at least {ctx.get('min_length')} item(s)"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"])).removeprefix("Value error, ")
+    return error["msg"][0].lower() + error["msg"][1:]
+
+
+def _error_lines(source: str, exc: ValidationError) -> list[str]:
+    lines: list[str] = []
+    seen: set[str] = set()
+    for error in exc.errors():
+        path = _format_location(error["loc"])
+        if path in seen:  # a union reports once per member; the first says enough
+            continue
+        seen.add(path)
+        line = f"{source}: {path}: {_describe(error)}"
+        if error["type"] != "missing" and "input" in error and not isinstance(error["input"], dict):
+            line += f" (got {error['input']!r})"
+        lines.append(line)
+    return lines
+
+
+def _cross_checks(source: str, params: Params) -> list[str]:
+    """Rules that involve more than one key."""
+    problems: list[str] = []
+    dataset = params.base.dataset
+    if dataset == "scannet" and not params.download.scannet_root:
+        problems.append(f"{source}: download.scannet_root: required when base.dataset is scannet; set it to the "
+                        "folder holding ScanNet v2's scans/")
+    if dataset == "synthia4d" and not params.download.synthia_root:
+        problems.append(f"{source}: download.synthia_root: required when base.dataset is synthia4d; set it to the "
+                        "Synthia4D folder (filled from download.synthia_urls when empty)")
+    if params.base.node_rank >= params.base.num_nodes:
+        problems.append(f"{source}: base.node_rank: must be < base.num_nodes ({params.base.num_nodes}) "
+                        f"(got {params.base.node_rank})")
+    if params.train.amp != "none" and params.base.device == "cpu":
+        problems.append(f"{source}: train.amp: mixed precision runs on CUDA only but base.device is cpu; "
+                        f"set train.amp: none (got {params.train.amp!r})")
+    return problems
+
+
+def params_from_dict(data: Any, source: str = "params.yaml") -> Params:
+    """Validate an already-parsed params mapping; ``source`` names it in error messages."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of groups (base, train, ...), "
+                          f"got {type(data).__name__}")
+    try:
+        params = Params.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(_error_lines(source, exc))) from None
+    problems = _cross_checks(source, params)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return params
+
+
+def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
+    """Read and validate a params file; every problem becomes one :class:`ConfigError` line per bad key."""
+    source = Path(path)
+    name = os.fspath(path)
+    try:
+        text = source.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{name}: file not found; run from the repository root or pass the params file's path") \
+            from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{name}: cannot read it ({exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{name}: {where}invalid YAML ({problem})") from None
+    return params_from_dict(data, name)

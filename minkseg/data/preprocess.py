@@ -1,0 +1,153 @@
+"""Preprocess stage logic: raw dataset -> one compact ``.npz`` per scene/frame plus ``manifest.json``.
+
+Why a manifest: the training dataset needs per-scene point counts (batch packing), sequence/frame numbers (4D
+windows) and the class table without opening thousands of files; the manifest carries all of it.
+
+Output layout (the whole directory is swapped in atomically, so a failed run leaves the old one untouched)::
+
+    <out_dir>/manifest.json
+    <out_dir>/<split>/<scene>.npz      (Synthia4D: ``<SEQUENCE>__<NNNNNN>.npz``; format in minkseg.data.scenefile)
+
+``manifest.json``: ``{"format_version", "dataset", "class_names", "ignore_label", "dimension", "unit",
+"splits": {split: [{"name", "file", "num_points", ["sequence", "frame", "world_frame"]}, ...]},
+"label_counts": {split: [points per class]}}``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import logging
+import os
+import traceback
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from minkseg.data.atomic import atomic_directory, atomic_write_json
+from minkseg.data.errors import DataError
+from minkseg.data.registry import DatasetSpec, get_spec
+from minkseg.data.scannet import check_scannet_root, read_scannet_scene
+from minkseg.data.scenefile import FORMAT_VERSION, Scene, save_scene
+from minkseg.data.splits import check_split, split_entries
+from minkseg.data.synthia4d import check_synthia_root, read_synthia_frame
+
+log = logging.getLogger(__name__)
+MANIFEST = "manifest.json"
+
+
+def scene_filename(name: str) -> str:
+    return name.replace("/", "__") + ".npz"
+
+
+def check_raw(spec: DatasetSpec, raw_dir: str | os.PathLike, splits: Iterable[str]) -> dict[str, int]:
+    """Scenes/frames per split, or a DataError saying what is missing and how to get it."""
+    splits = [check_split(s) for s in splits]
+    if spec.family == "scannet":
+        return check_scannet_root(spec, raw_dir, splits)
+    return check_synthia_root(spec, raw_dir, splits)
+
+
+def read_raw_scene(spec: DatasetSpec, raw_dir: str | os.PathLike, split: str, entry: str) -> Scene:
+    if spec.family == "scannet":
+        return read_scannet_scene(raw_dir, entry, split, dataset=spec.name)
+    return read_synthia_frame(raw_dir, entry, dataset=spec.name)
+
+
+def _process_one(task: tuple[str, str, str, str, str]) -> tuple[str, dict[str, Any] | None, str | None]:
+    """Worker: read one raw scene, write its npz; returns (entry, record, error message)."""
+    dataset, raw_dir, split, entry, out_split_dir = task
+    spec = get_spec(dataset)
+    try:
+        scene = read_raw_scene(spec, raw_dir, split, entry)
+        filename = scene_filename(scene.name)
+        save_scene(Path(out_split_dir) / filename, scene)
+    except DataError as exc:
+        return entry, None, str(exc)
+    except Exception as exc:  # a parse bug must still name the scene, not kill the pool silently
+        return entry, None, f"{type(exc).__name__}: {exc} ({traceback.format_exc(limit=1).strip()})"
+    record: dict[str, Any] = {"name": scene.name, "file": f"{split}/{filename}", "num_points": scene.num_points,
+                              "label_counts": np.bincount(scene.labels[scene.labels < spec.num_classes],
+                                                          minlength=spec.num_classes).tolist()}
+    if spec.family == "synthia4d":
+        record.update(sequence=str(scene.extra["sequence"]), frame=int(scene.extra["frame"]),
+                      world_frame=bool(scene.extra["world_frame"]))
+    return entry, record, None
+
+
+def preprocess(dataset: str, raw_dir: str | os.PathLike, out_dir: str | os.PathLike,
+               splits: Sequence[str] = ("train", "val"), workers: int = 1, progress: bool = True) -> dict:
+    """Convert every scene of ``splits`` to the compact format; returns the manifest written to ``out_dir``.
+
+    Scenes are processed in ``workers`` processes with a progress bar. If any scene fails, the stage fails with
+    the names of the failing scenes and ``out_dir`` keeps its previous content.
+    """
+    spec = get_spec(dataset)
+    raw_dir = Path(raw_dir)
+    check_raw(spec, raw_dir, splits)
+    with atomic_directory(out_dir) as staging:
+        tasks = []
+        for split in splits:
+            (staging / split).mkdir()
+            tasks += [(spec.name, str(raw_dir), split, e, str(staging / split))
+                      for e in split_entries(spec, split, raw_dir)]
+        results: dict[str, tuple[dict | None, str | None]] = {}
+        bar = tqdm(total=len(tasks), desc=f"preprocess {spec.name}", unit="scene", disable=not progress)
+        if workers <= 1:
+            for task in tasks:
+                entry, record, error = _process_one(task)
+                results[task[2] + "/" + entry] = (record, error)
+                bar.update()
+        else:
+            with cf.ProcessPoolExecutor(max_workers=workers) as pool:
+                futures = {pool.submit(_process_one, t): t for t in tasks}
+                for future in cf.as_completed(futures):
+                    task = futures[future]
+                    entry, record, error = future.result()
+                    results[task[2] + "/" + entry] = (record, error)
+                    bar.update()
+        bar.close()
+        failed = [(key, err) for key, (_, err) in results.items() if err is not None]
+        if failed:
+            names = ", ".join(key for key, _ in failed[:5]) + (" ..." if len(failed) > 5 else "")
+            raise DataError(f"preprocess failed for {len(failed)} of {len(tasks)} scenes ({names}); first error: "
+                            f"{failed[0][1]}; fix or re-download these files and re-run")
+        manifest: dict[str, Any] = {
+            "format_version": FORMAT_VERSION, "dataset": spec.name, "class_names": list(spec.class_names),
+            "ignore_label": spec.ignore_label, "dimension": spec.dimension, "unit": spec.unit,
+            "splits": {}, "label_counts": {},
+        }
+        for split in splits:
+            records = [results[f"{split}/{e}"][0] for e in split_entries(spec, split, raw_dir)]
+            counts = np.zeros(spec.num_classes, dtype=np.int64)
+            for r in records:
+                counts += np.asarray(r.pop("label_counts"))
+            manifest["splits"][split] = records
+            manifest["label_counts"][split] = counts.tolist()
+        atomic_write_json(staging / MANIFEST, manifest)
+    total = sum(len(v) for v in manifest["splits"].values())
+    log.info("preprocessed %d scenes of %s into %s", total, spec.name, out_dir)
+    return manifest
+
+
+def load_manifest(preprocessed_dir: str | os.PathLike) -> dict:
+    path = Path(preprocessed_dir) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: manifest not found; run the preprocess stage first") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: corrupt manifest ({exc.msg}); re-run the preprocess stage") from None
+    if manifest.get("format_version") != FORMAT_VERSION or "splits" not in manifest:
+        raise DataError(f"{path}: manifest format {manifest.get('format_version')} is not {FORMAT_VERSION}; "
+                        f"re-run the preprocess stage")
+    return manifest
+
+
+def manifest_split(manifest: dict, split: str, path: str | os.PathLike = "") -> list[dict]:
+    if split not in manifest["splits"]:
+        raise DataError(f"{path}: split {split!r} was not preprocessed (have {list(manifest['splits'])}); add it "
+                        f"to the preprocess splits and re-run")
+    return manifest["splits"][split]

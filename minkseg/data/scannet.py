@@ -1,0 +1,121 @@
+"""ScanNet v2 raw layout: checking a local copy, reading one scene, mapping nyu40 ids to the 20 benchmark classes.
+
+Why a check with instructions: ScanNet cannot be downloaded without signing its terms of use, so the "download"
+step for ScanNet only verifies the local copy and says exactly which files are missing and how to get them.
+
+Layout (as the official ``download-scannet.py`` leaves it)::
+
+    <root>/scans/<scene>/<scene>_vh_clean_2.ply          vertices x,y,z,red,green,blue[,alpha] (+ faces)
+    <root>/scans/<scene>/<scene>_vh_clean_2.labels.ply   the same vertices, property ``label`` = nyu40 id
+    <root>/scans_test/<scene>/<scene>_vh_clean_2.ply     test scenes, no labels
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from minkseg.data.errors import DataError
+from minkseg.data.ply import read_ply
+from minkseg.data.registry import IGNORE_LABEL, SCANNET_VALID_NYU40, DatasetSpec
+from minkseg.data.scenefile import Scene
+from minkseg.data.splits import META_DIR, split_entries
+
+log = logging.getLogger(__name__)
+
+MESH_SUFFIX = "_vh_clean_2.ply"
+LABEL_SUFFIX = "_vh_clean_2.labels.ply"
+NYU40_MAX = 40
+GET_SCANNET = ("request access at http://kaldir.vc.in.tum.de/scannet_benchmark/documentation, then run "
+               "download-scannet.py -o <root> --type _vh_clean_2.ply and --type _vh_clean_2.labels.ply")
+
+
+@lru_cache(maxsize=1)
+def nyu40_to_class() -> np.ndarray:
+    """Lookup table uint8[65536]: nyu40 id -> benchmark class 0..19, every other id -> 255 (ignore)."""
+    table = np.full(1 << 16, IGNORE_LABEL, dtype=np.uint8)
+    table[np.array(SCANNET_VALID_NYU40)] = np.arange(len(SCANNET_VALID_NYU40), dtype=np.uint8)
+    return table
+
+
+@lru_cache(maxsize=1)
+def nyu40_class_names() -> dict[int, str]:
+    """nyu40 id -> nyu40 class name, from the shipped ``scannetv2-labels.combined.tsv``."""
+    lines = (META_DIR / "scannetv2-labels.combined.tsv").read_text(encoding="utf-8").splitlines()
+    header = lines[0].split("\t")
+    id_col, name_col = header.index("nyu40id"), header.index("nyu40class")
+    names = {}
+    for line in lines[1:]:
+        cols = line.split("\t")
+        if len(cols) > max(id_col, name_col) and cols[id_col].isdigit():
+            names[int(cols[id_col])] = cols[name_col]
+    return names
+
+
+def scene_dir(root: Path, scene: str, split: str) -> Path:
+    return root / ("scans_test" if split == "test" else "scans") / scene
+
+
+def scene_files(root: str | os.PathLike, scene: str, split: str) -> tuple[Path, Path | None]:
+    """Mesh path and label path (None for the unlabelled test split)."""
+    d = scene_dir(Path(root), scene, split)
+    return d / f"{scene}{MESH_SUFFIX}", (None if split == "test" else d / f"{scene}{LABEL_SUFFIX}")
+
+
+def check_scannet_root(spec: DatasetSpec, root: str | os.PathLike, splits: Iterable[str]) -> dict[str, int]:
+    """Verify every scene of ``splits`` has its files; return scenes per split or raise one clear DataError."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"ScanNet root {root} does not exist; {GET_SCANNET}, then set the path in params.yaml")
+    counts, missing = {}, []
+    for split in splits:
+        scenes = split_entries(spec, split, root)
+        counts[split] = len(scenes)
+        for scene in scenes:
+            mesh, labels = scene_files(root, scene, split)
+            missing += [p for p in (mesh, labels) if p is not None and not p.is_file()]
+    if missing:
+        shown = ", ".join(str(p.relative_to(root)) for p in missing[:3])
+        raise DataError(f"ScanNet root {root} lacks {len(missing)} required files (e.g. {shown}); {GET_SCANNET}")
+    return counts
+
+
+def read_scannet_scene(root: str | os.PathLike, scene: str, split: str, dataset: str = "scannet") -> Scene:
+    """Read one raw scene into a :class:`Scene` (labels mapped to the 20 classes, nyu40 ids kept)."""
+    mesh_path, label_path = scene_files(root, scene, split)
+    mesh = read_ply(mesh_path, required=("x", "y", "z", "red", "green", "blue"))
+    coords = np.stack([mesh["x"], mesh["y"], mesh["z"]], axis=1).astype(np.float32)
+    colors = np.stack([mesh["red"], mesh["green"], mesh["blue"]], axis=1)
+    if colors.dtype != np.uint8:
+        colors = np.clip(colors, 0, 255).astype(np.uint8)
+    if not np.isfinite(coords).all():
+        raise DataError(f"{mesh_path}: vertex coordinates contain NaN/inf; re-export the mesh")
+    if label_path is None:
+        nyu40 = np.zeros(len(coords), dtype=np.uint16)
+    else:
+        labelled = read_ply(label_path, required=("x", "y", "z", "label"))
+        if len(labelled["label"]) != len(coords):
+            raise DataError(f"{label_path}: {len(labelled['label'])} vertices but the mesh has {len(coords)}; "
+                            f"re-download both files of {scene}")
+        label_xyz = np.stack([labelled["x"], labelled["y"], labelled["z"]], axis=1)
+        if not np.allclose(label_xyz, coords, atol=1e-4):
+            raise DataError(f"{label_path}: vertex positions differ from {mesh_path.name}; "
+                            f"re-download both files of {scene}")
+        raw = labelled["label"]
+        if raw.dtype.kind == "f" or (raw.dtype.kind == "i" and raw.min(initial=0) < 0):
+            raise DataError(f"{label_path}: label property must hold non-negative integer nyu40 ids, got "
+                            f"{raw.dtype}; re-download the label file")
+        nyu40 = raw.astype(np.uint16)
+        beyond = np.unique(nyu40[nyu40 > NYU40_MAX])
+        if beyond.size:
+            # The original code patched scene0270_00/02 and scene0384_00 (ids 50, 149); we ignore such points.
+            log.warning("%s: label ids %s are beyond nyu40; their %d points are ignored", scene,
+                        beyond.tolist(), int(np.isin(nyu40, beyond).sum()))
+    labels = nyu40_to_class()[nyu40]
+    return Scene(name=scene, dataset=dataset, coords=coords, colors=colors, labels=labels,
+                 extra={"nyu40": nyu40})

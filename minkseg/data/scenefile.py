@@ -1,0 +1,109 @@
+"""The preprocessed per-scene file: one ``.npz`` per ScanNet scene or Synthia4D frame.
+
+Why a compact numpy archive: training re-reads every scene each epoch, so the file must load in milliseconds with
+no parsing; ``.npz`` is uncompressed, memory-friendly and needs nothing beyond numpy.
+
+Format (``FORMAT_VERSION`` 1), written atomically (temp file in the same directory + ``os.replace``):
+
+===================  ==============  =============================================================================
+key                  dtype / shape   meaning
+===================  ==============  =============================================================================
+``coords``           float32 [N,3]   point coordinates in metres (ScanNet: z up; Synthia: y up, converted from cm)
+``colors``           uint8   [N,3]   RGB 0..255
+``labels``           uint8   [N]     training label 0..C-1, 255 = ignore (unlabelled / not evaluated)
+``name``             str  scalar     scene id (``scene0000_00``) or frame id (``SYNTHIA-SEQS-01-DAWN/000123``)
+``dataset``          str  scalar     registry name of the dataset (``scannet``, ``synthia4d``, ...)
+``format_version``   int64 scalar    ``FORMAT_VERSION``
+``nyu40``            uint16  [N]     ScanNet only: raw label id from ``*.labels.ply`` (0 for test scenes)
+``sequence``         str  scalar     Synthia4D only: sequence directory name
+``frame``            int64 scalar    Synthia4D only: frame number parsed from ``NNNNNN.ply``
+``raw_label``        uint8   [N]     Synthia4D only: the 16-class label as stored in the PLY
+``center``           float32 [3]     Synthia4D only: camera position in ``coords``' frame (clip-box centre)
+``world_frame``      bool scalar     Synthia4D only: True when camera extrinsics moved the frame to world coords
+===================  ==============  =============================================================================
+
+The preprocess stage also writes ``manifest.json`` next to the split folders (see :mod:`minkseg.data.preprocess`).
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from minkseg.data.atomic import save_npz_atomic
+from minkseg.data.errors import DataError
+
+FORMAT_VERSION = 1
+REQUIRED = {"coords": (np.float32, 2), "colors": (np.uint8, 2), "labels": (np.uint8, 1)}
+
+
+@dataclass
+class Scene:
+    """One preprocessed scene/frame in memory."""
+
+    name: str
+    dataset: str
+    coords: np.ndarray  # float32 [N,3]
+    colors: np.ndarray  # uint8 [N,3]
+    labels: np.ndarray  # uint8 [N]
+    extra: dict[str, Any] = field(default_factory=dict)  # nyu40 / sequence / frame / raw_label / center / ...
+
+    @property
+    def num_points(self) -> int:
+        return int(self.coords.shape[0])
+
+
+def save_scene(path: str | os.PathLike, scene: Scene) -> None:
+    """Validate shapes/dtypes and write the scene atomically."""
+    n = scene.coords.shape[0]
+    if scene.coords.shape != (n, 3) or scene.colors.shape != (n, 3) or scene.labels.shape != (n,):
+        raise ValueError(f"inconsistent scene arrays for {scene.name}: coords {scene.coords.shape}, "
+                         f"colors {scene.colors.shape}, labels {scene.labels.shape}")
+    arrays: dict[str, np.ndarray] = {
+        "coords": np.ascontiguousarray(scene.coords, dtype=np.float32),
+        "colors": np.ascontiguousarray(scene.colors, dtype=np.uint8),
+        "labels": np.ascontiguousarray(scene.labels, dtype=np.uint8),
+        "name": np.array(scene.name),
+        "dataset": np.array(scene.dataset),
+        "format_version": np.array(FORMAT_VERSION, dtype=np.int64),
+    }
+    for key, value in scene.extra.items():
+        arrays[key] = np.asarray(value)
+    save_npz_atomic(path, arrays)
+
+
+def _scalar(value: np.ndarray) -> Any:
+    return value.item() if value.ndim == 0 else value
+
+
+def load_scene(path: str | os.PathLike) -> Scene:
+    """Load and check a preprocessed scene; anything wrong is a :class:`DataError` naming the file."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays: Mapping[str, np.ndarray] = {k: data[k] for k in data.files}
+    except FileNotFoundError:
+        raise DataError(f"{path}: preprocessed scene not found; re-run the preprocess stage") from None
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{path}: unreadable preprocessed scene ({exc}); delete it and re-run preprocess") from None
+    version = int(arrays.get("format_version", np.array(-1)))
+    if version != FORMAT_VERSION:
+        raise DataError(f"{path}: scene file format {version}, expected {FORMAT_VERSION}; re-run preprocess")
+    for key, (dtype, ndim) in REQUIRED.items():
+        if key not in arrays:
+            raise DataError(f"{path}: scene file lacks {key!r}; re-run preprocess")
+        if arrays[key].dtype != dtype or arrays[key].ndim != ndim:
+            raise DataError(f"{path}: {key!r} is {arrays[key].dtype}{list(arrays[key].shape)}, expected "
+                            f"{np.dtype(dtype)} with {ndim} dims; re-run preprocess")
+    n = arrays["coords"].shape[0]
+    if arrays["colors"].shape[0] != n or arrays["labels"].shape[0] != n:
+        raise DataError(f"{path}: coords/colors/labels lengths differ; re-run preprocess")
+    extra = {k: _scalar(v) for k, v in arrays.items()
+             if k not in REQUIRED and k not in ("name", "dataset", "format_version")}
+    return Scene(name=str(arrays["name"]), dataset=str(arrays["dataset"]), coords=arrays["coords"],
+                 colors=arrays["colors"], labels=arrays["labels"], extra=extra)

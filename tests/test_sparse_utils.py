@@ -1,0 +1,59 @@
+"""sparse_quantize / batched_coordinates / sparse_collate: ME's semantics, numpy and torch."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import minkseg.sparse as ME
+from minkseg.sparse.utils import unique_rows
+
+
+def test_quantize_keeps_every_voxel_once_and_inverse_reproduces_points():
+    rng = np.random.default_rng(0)
+    points = rng.uniform(-1, 1, (5000, 3)).astype(np.float32)
+    feats = rng.normal(size=(5000, 4)).astype(np.float32)
+    coords, qfeats, index, inverse = ME.sparse_quantize(points, feats, quantization_size=0.1,
+                                                        return_index=True, return_inverse=True)
+    assert isinstance(coords, np.ndarray) and coords.dtype == np.int32
+    assert len({tuple(c) for c in coords.tolist()}) == len(coords)  # every voxel once
+    expected = np.floor(points / 0.1).astype(np.int32)
+    assert np.array_equal(coords[inverse], expected)  # inverse maps every point to its own voxel
+    assert np.array_equal(coords, expected[index]) and np.array_equal(qfeats, feats[index])
+    assert set(map(tuple, expected.tolist())) == set(map(tuple, coords.tolist()))
+
+
+def test_conflicting_labels_become_ignore():
+    coords = torch.tensor([[0.1, 0.1], [0.2, 0.3], [1.5, 0.2], [1.6, 0.1], [2.5, 2.5]])
+    labels = torch.tensor([3, 3, 1, 2, 7])
+    q, lab, inv = ME.sparse_quantize(coords, labels=labels, ignore_label=255, return_inverse=True)
+    by_voxel = {tuple(c): int(l) for c, l in zip(q.tolist(), lab)}
+    assert by_voxel == {(0, 0): 3, (1, 0): 255, (2, 2): 7}
+    assert torch.is_tensor(q) and q.dtype == torch.int32
+
+
+def test_per_axis_quantization_size_and_bad_input():
+    q = ME.sparse_quantize(np.array([[0.5, 3.0], [0.6, 3.9]]), quantization_size=[1.0, 2.0])
+    assert q.tolist() == [[0, 1]]
+    with pytest.raises(ValueError, match="NaN"):
+        ME.sparse_quantize(np.array([[np.nan, 0.0]]))
+    with pytest.raises(ValueError, match="> 0"):
+        ME.sparse_quantize(np.zeros((2, 3)), quantization_size=0)
+    with pytest.raises(ValueError, match="labels for"):
+        ME.sparse_quantize(np.zeros((2, 3)), labels=np.zeros(3))
+
+
+def test_unique_rows_matches_torch_unique():
+    rows = torch.randint(-50, 50, (3000, 4))
+    uniq, first, inverse = unique_rows(rows)
+    ref, ref_inv = torch.unique(rows, dim=0, return_inverse=True)
+    assert torch.equal(uniq, ref) and torch.equal(inverse, ref_inv)
+    assert torch.equal(rows[first], uniq)
+
+
+def test_batched_coordinates_and_collate():
+    a, b = np.array([[1, 2, 3]]), np.array([[4, 5, 6], [7, 8, 9]])
+    bc = ME.batched_coordinates([a, b])
+    assert bc.dtype == torch.int32 and bc.tolist() == [[0, 1, 2, 3], [1, 4, 5, 6], [1, 7, 8, 9]]
+    coords, feats, labels = ME.sparse_collate([a, b], [np.ones((1, 2)), np.zeros((2, 2))], [np.ones(1), np.zeros(2)])
+    assert coords.shape == (3, 4) and feats.shape == (3, 2) and labels.tolist() == [1, 0, 0]

@@ -10,6 +10,7 @@ DVC tracks, so the code carries no second set of defaults that could silently di
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -185,6 +186,10 @@ class MlflowParams(_Group):
     tracking_uri: str | None  # null = sqlite:///<repo root>/mlflow.db
 
 
+# Keys that change how fast a stage runs, not what it computes; changing them does not invalidate a checkpoint.
+_SPEED_ONLY_KEYS = (("train", "num_workers"), ("train", "checkpoint_every"), ("preprocess", "num_workers"))
+
+
 class Params(_Group):
     """The whole params.yaml."""
 
@@ -213,6 +218,8 @@ class Params(_Group):
     def fingerprint(self, groups: Iterable[str] = ("base", "download", "preprocess", "voxelize", "train")) -> str:
         """A stable hash of the given groups; a checkpoint is only resumed under an identical fingerprint."""
         dumped = self.model_dump(mode="json")
+        for group, key in _SPEED_ONLY_KEYS:
+            dumped[group].pop(key, None)
         payload = {group: dumped[group] for group in groups}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -251,8 +258,10 @@ def _describe(error: dict[str, Any]) -> str:
         return "missing; add it (see the params.yaml shipped with MinkSeg for every key and its default)"
     if kind == "extra_forbidden":
         allowed = _allowed_keys(error["loc"])
-        hint = f" (allowed here: {', '.join(allowed)})" if allowed else ""
-        return f"unknown key{hint}"
+        close = difflib.get_close_matches(str(error["loc"][-1]), allowed, n=1)
+        if close:
+            return f"unknown key; did you mean {close[0]}?"
+        return f"unknown key (allowed here: {', '.join(allowed)})" if allowed else "unknown key"
     if kind == "literal_error":
         return f"must be one of {ctx.get('expected', '?')}"
     if kind in ("int_type", "int_parsing", "int_from_float"):

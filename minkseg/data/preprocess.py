@@ -15,7 +15,6 @@ Output layout (the whole directory is swapped in atomically, so a failed run lea
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import json
 import logging
 import os
@@ -24,10 +23,10 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from minkseg.data.atomic import atomic_directory, atomic_write_json
 from minkseg.data.errors import DataError
+from minkseg.data.parallel import run_parallel
 from minkseg.data.registry import DatasetSpec, get_spec
 from minkseg.data.scannet import check_scannet_root, read_scannet_scene
 from minkseg.data.scenefile import FORMAT_VERSION, Scene, save_scene
@@ -93,22 +92,8 @@ def preprocess(dataset: str, raw_dir: str | os.PathLike, out_dir: str | os.PathL
             (staging / split).mkdir()
             tasks += [(spec.name, str(raw_dir), split, e, str(staging / split))
                       for e in split_entries(spec, split, raw_dir)]
-        results: dict[str, tuple[dict | None, str | None]] = {}
-        bar = tqdm(total=len(tasks), desc=f"preprocess {spec.name}", unit="scene", disable=not progress)
-        if workers <= 1:
-            for task in tasks:
-                entry, record, error = _process_one(task)
-                results[task[2] + "/" + entry] = (record, error)
-                bar.update()
-        else:
-            with cf.ProcessPoolExecutor(max_workers=workers) as pool:
-                futures = {pool.submit(_process_one, t): t for t in tasks}
-                for future in cf.as_completed(futures):
-                    task = futures[future]
-                    entry, record, error = future.result()
-                    results[task[2] + "/" + entry] = (record, error)
-                    bar.update()
-        bar.close()
+        outcomes = run_parallel(_process_one, tasks, workers, desc=f"preprocess {spec.name}", progress=progress)
+        results = {task[2] + "/" + entry: (record, error) for task, (entry, record, error) in zip(tasks, outcomes)}
         failed = [(key, err) for key, (_, err) in results.items() if err is not None]
         if failed:
             names = ", ".join(key for key, _ in failed[:5]) + (" ..." if len(failed) > 5 else "")

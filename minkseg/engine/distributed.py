@@ -19,7 +19,8 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["DistInfo", "current", "under_torchrun", "init_from_env", "shutdown", "all_reduce_sum",
-           "all_reduce_array", "all_gather_object", "barrier", "torchrun_command", "relaunch_under_torchrun"]
+           "all_reduce_array", "all_gather_object", "barrier", "torchrun_command", "relaunch_under_torchrun",
+           "relaunch_from_params"]
 
 
 @dataclass(frozen=True)
@@ -148,3 +149,21 @@ def relaunch_under_torchrun(nproc_per_node: int, *, nnodes: int = 1, node_rank: 
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(command[0], command)
+
+
+def relaunch_from_params(base: Any, argv: Sequence[str] | None = None) -> None:
+    """:func:`relaunch_under_torchrun` with the layout of ``params.base`` (num_gpus per node, num_nodes, ...).
+
+    On CUDA, asking for more processes than visible GPUs is an error naming the param; on CPU each process is a
+    gloo worker (useful for testing the DDP path, rarely faster).
+    """
+    from minkseg.engine.errors import EngineError
+
+    wants_cuda = base.device == "cuda" or (base.device == "auto" and torch.cuda.is_available())
+    if wants_cuda and base.num_gpus > 1 and not under_torchrun():
+        visible = torch.cuda.device_count()
+        if base.num_gpus > visible:
+            raise EngineError(f"base.num_gpus is {base.num_gpus} but only {visible} CUDA device(s) are visible; "
+                              f"lower base.num_gpus or check CUDA_VISIBLE_DEVICES")
+    relaunch_under_torchrun(base.num_gpus, nnodes=base.num_nodes, node_rank=base.node_rank,
+                            rdzv_endpoint=base.rdzv_endpoint, argv=argv)

@@ -110,11 +110,12 @@ def render_scene_png(path: str | Path, xyz: np.ndarray, labels: np.ndarray, pred
     plane = [axis for axis in range(3) if axis != up_axis]
     order = np.argsort(xyz[:, up_axis], kind="stable")  # draw low points first so the top surface shows
     colours = palette(len(class_names))
+    marker_size = float(np.clip(30_000 / max(xyz.shape[0], 1), 0.3, 4.0))  # sparse scenes get bigger dots
     figure = _new_figure(figsize=(12, 6), dpi=100)
     axes = figure.subplots(1, 2)
     for ax, values, name in ((axes[0], labels, "ground truth"), (axes[1], predictions, "prediction")):
         ax.scatter(xyz[order, plane[0]], xyz[order, plane[1]], c=colorize(values[order], colours) / 255.0,
-                   s=0.5, linewidths=0, rasterized=True)
+                   s=marker_size, linewidths=0, rasterized=True)
         ax.set_title(name)
         ax.set_aspect("equal")
         ax.set_axis_off()

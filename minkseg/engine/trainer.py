@@ -44,6 +44,9 @@ __all__ = ["Trainer", "TrainResult", "sparse_input", "logits_of", "resolve_devic
 
 log = logging.getLogger(__name__)
 
+# Train params that change how fast a run goes but not what it computes: resuming across them is exact.
+_NOT_IN_FINGERPRINT = {"num_workers", "checkpoint_every"}
+
 InputBuilder = Callable[[Mapping[str, Any], torch.device], Any]
 
 
@@ -156,6 +159,14 @@ class Trainer:
     loaders from ``train_dataset`` / ``val_dataset`` + ``collate_fn`` because the data order must be a pure
     function of (seed, epoch) for exact resumption (see :mod:`minkseg.engine.sampling`). Call inside a torchrun
     process group for DDP; the model is wrapped and the data sharded automatically.
+
+    Arguments beyond the obvious: ``input_builder(batch, device)`` makes the model input (default: a
+    ``minkseg.sparse.SparseTensor``); the model returns logits ``[N, num_classes]`` as a tensor or a
+    SparseTensor. ``checkpoint_dir`` holds ``last.pt``/``best.pt`` and is resumed from when its fingerprint
+    (``fingerprint`` -- e.g. ``Params.fingerprint()`` -- plus seed, class count, dataset size and world size)
+    matches. ``curves_dir`` receives ``train.csv``/``val.csv``. ``tracker`` is a :class:`Tracker` or a factory
+    ``run_id | None -> Tracker`` (called in :meth:`fit` with the run id of a resumed checkpoint).
+    ``on_iteration_end(iteration)`` is a hook (tests use it to simulate a kill).
     """
 
     def __init__(
@@ -190,7 +201,10 @@ class Trainer:
         self.input_builder = input_builder or sparse_input
         self.store = CheckpointStore(checkpoint_dir) if checkpoint_dir is not None else None
         self.curves_dir = Path(curves_dir) if curves_dir is not None else None
-        self.tracker = tracker if self.dist.is_main else None
+        # A tracker, or a factory called in fit() with the MLflow run id of a resumed checkpoint (else None),
+        # so that a resumed training keeps logging into the run it started.
+        self._tracker_factory = tracker if tracker is not None and not hasattr(tracker, "log_metrics") else None
+        self.tracker = tracker if self.dist.is_main and self._tracker_factory is None else None
         self.progress = progress and self.dist.is_main
         self.on_iteration_end = on_iteration_end
         if self.class_names is not None and len(self.class_names) != num_classes:
@@ -237,6 +251,7 @@ class Trainer:
         self.best_iteration: int | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
         self.curves: dict[str, list[dict[str, Any]]] = {"train": [], "val": []}
+        self._resumed_run_id: str | None = None
 
     @classmethod
     def from_params(cls, params: Params, model: nn.Module, **kwargs: Any) -> "Trainer":
@@ -281,7 +296,7 @@ class Trainer:
     def _fingerprint(self, user: str | None) -> str:
         # What must match for a checkpoint to be resumed: the caller's params hash plus the run's shape.
         payload = {
-            "user": user if user is not None else self.params.model_dump(mode="json"),
+            "user": user if user is not None else self.params.model_dump(mode="json", exclude=_NOT_IN_FINGERPRINT),
             "seed": self.seed,
             "num_classes": self.num_classes,
             "train_len": len(self.train_dataset),
@@ -425,6 +440,7 @@ class Trainer:
                                   "wrote it); delete the checkpoint directory to start over")
             self.best_state = dict(best["model"])
         set_rng_state(state["rng"][self.dist.rank])
+        self._resumed_run_id = state.get("tracking_run_id")
         return self.iteration
 
     # -- the loop -------------------------------------------------------------------------------------------
@@ -459,6 +475,8 @@ class Trainer:
         """Train to ``params.iterations`` (resuming from the checkpoint directory when it fits) and return weights."""
         p = self.params
         resumed_from = self._resume()
+        if self._tracker_factory is not None and self.dist.is_main:
+            self.tracker = self._tracker_factory(self._resumed_run_id if resumed_from is not None else None)
         if resumed_from is None:
             seed_everything(int(np.random.SeedSequence([self.seed, self.dist.rank]).generate_state(1)[0]))
         elif self.dist.is_main:

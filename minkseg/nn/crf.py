@@ -45,16 +45,19 @@ class MeanFieldCRF(nn.Module):
                                             kernel_generator=generator, dimension=self.lattice_dimension)
         self.reset_parameters()
 
-    def reset_parameters(self, weight: float | None = None) -> None:
-        """Potts compatibility (see the module docstring); ``weight`` defaults to 1 / #neighbours."""
+    def reset_parameters(self, weight: float | None = None, centre_weight: float | None = None) -> None:
+        """Potts compatibility: ``weight`` * I per neighbour (default 1 / #neighbours), ``centre_weight`` * I at the
+        centre (default #neighbours * weight, the smallest value that makes K positive semidefinite for any
+        lattice; smaller centres smooth harder but lose the monotone-energy guarantee)."""
         offsets = self.conv.kernel_offsets
         neighbours = int((offsets != 0).any(dim=1).sum())
         weight = 1.0 / max(neighbours, 1) if weight is None else float(weight)
+        centre_weight = weight * neighbours if centre_weight is None else float(centre_weight)
         identity = torch.eye(self.num_classes)
         with torch.no_grad():
             kernel = self.conv.kernel.view(-1, self.num_classes, self.num_classes)
             for row, offset in enumerate(offsets):
-                kernel[row] = identity * (weight * neighbours if not offset.any() else weight)
+                kernel[row] = identity * (weight if offset.any() else centre_weight)
 
     def lattice_coordinates(self, coordinates: torch.Tensor, colors: torch.Tensor) -> torch.Tensor:
         """[N, 1+7] (or 1+6) int32 lattice coordinates from voxel coordinates [N, 1+D] and colours [N, 3] (0-255)."""

@@ -257,20 +257,28 @@ def _lookup_dense_table(sorted_keys: torch.Tensor, perm: torch.Tensor, out_keys:
         o0, o1 = torch.searchsorted(out_keys, bounds).tolist()
         if i0 == i1 or o0 == o1:
             continue
-        size = int(sorted_keys[i1 - 1]) - key0 + 1  # queries past the last stored key cannot hit anything
+        # the table spans whole sample boxes, and the frame's margins keep every query inside its own sample's
+        # box, so no bounds check is needed per query
+        size = (max(int(sorted_keys[i1 - 1]), int(out_keys[o1 - 1])) // box + 1) * box - key0
         table = torch.full((size,), -1, dtype=torch.int32, device=device)
         table[sorted_keys[i0:i1] - key0] = perm[i0:i1].to(torch.int32)
         queries = out_keys[o0:o1] - key0
         rows = out_order[o0:o1]
         for k, delta in enumerate(deltas):
-            q = queries + delta
-            inside = (q >= 0) & (q < size)
-            hit_rows = table[q.clamp_(0, size - 1)]
-            hit = (hit_rows >= 0) & inside
+            hit_rows = table[queries + delta]
+            hit = torch.nonzero(hit_rows >= 0).squeeze(1)
             pieces[k].append((hit_rows[hit].long(), rows[hit]))
-    return [(torch.cat([p[0] for p in ps]) if ps else torch.empty(0, dtype=torch.long, device=device),
-             torch.cat([p[1] for p in ps]) if ps else torch.empty(0, dtype=torch.long, device=device))
-            for ps in pieces]
+    return [_concat_pairs(ps, device) for ps in pieces]
+
+
+def _concat_pairs(pieces: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    if len(pieces) == 1:
+        return pieces[0]  # the common case (one chunk): no copy
+    if not pieces:
+        empty = torch.empty(0, dtype=torch.long, device=device)
+        return empty, empty
+    return torch.cat([p[0] for p in pieces]), torch.cat([p[1] for p in pieces])
 
 
 def _lookup_binary_search(sorted_keys: torch.Tensor, perm: torch.Tensor, out_keys: torch.Tensor,

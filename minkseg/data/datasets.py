@@ -1,0 +1,186 @@
+"""``torch.utils.data`` datasets: augmented training samples, evaluation samples with inverse maps.
+
+Why training voxelises on the fly: every epoch sees a new rotation, scale, elastic warp and colour jitter of each
+scene, which the voxelised files of the voxelize stage cannot provide. Evaluation samples are deterministic and
+carry what point-level scoring needs: the inverse map (point -> voxel, -1 if clipped) and the point labels.
+
+Every sample is a dict::
+
+    coordinates  int32 [M, D]   voxel coordinates (D = 3, or 4 with the frame position 0..T-1 last), no batch column
+    features     float32 [M, 3] rgb / 255 - 0.5
+    labels       int64 [M]      voxel labels, ignore_label (255) where unlabelled or conflicting
+    name         str
+    inverse      int64 [N]      eval only: voxel of every original point (-1: outside the clip box)
+    point_labels int64 [N]      eval only: label of every original point
+    frames       list[int]      4D only: Synthia frame numbers of the window
+    point_frames int64 [N]      4D eval only: window position of every point
+    transform    float64 [4,4]  eval only: voxel = floor(transform @ [x, y, z, 1]) for every kept point
+    sources      list[str]      preprocessed files of the sample (relative to the preprocessed directory)
+
+Randomness: ``dataset[(index, seed)]`` (what ``minkseg.engine.sampling.ResumableBatchSampler`` yields) uses
+``numpy.random.default_rng(seed)``; ``dataset[index]`` draws that seed from numpy's global RNG, so wrapping the
+dataset in ``minkseg.engine.sampling.SeededDataset`` (which seeds it per (seed, epoch, index)) is deterministic too.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from minkseg.data.augment import ElasticDistortion, normalize_color, training_transforms
+from minkseg.data.errors import DataError
+from minkseg.data.evalfile import load_voxelized_manifest, load_voxelized_sample
+from minkseg.data.samples import SceneSamples
+from minkseg.data.scenefile import Scene
+from minkseg.data.voxelizer import Voxelized, Voxelizer, axis_rotation
+
+SPEC_DEFAULT = "spec"  # sentinel: take the value from the dataset's registry spec
+AXES = {"x": 0, "y": 1, "z": 2}
+
+
+def _frames(scenes: Sequence[Scene]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]]:
+    return [(s.coords, s.colors.astype(np.float32), s.labels, s.extra.get("center")) for s in scenes]
+
+
+def _key(key: Any) -> tuple[int, np.random.Generator]:
+    if isinstance(key, (tuple, list)):
+        index, seed = key
+        return int(index), np.random.default_rng(int(seed))
+    return int(key), np.random.default_rng(int(np.random.randint(0, 2**31 - 1)))
+
+
+class _VoxelDataset(Dataset):
+    def __init__(self, preprocessed_dir: str | os.PathLike, split: str, *, voxel_size: float | None,
+                 clip_bound: Any, augment: bool, label_mode: str, temporal_numseq: int,
+                 temporal_dilation: int) -> None:
+        self.samples = SceneSamples(preprocessed_dir, split, temporal_numseq, temporal_dilation)
+        self.spec = self.samples.spec
+        self.split = split
+        self.voxel_size = float(voxel_size if voxel_size is not None else self.spec.voxel_size)
+        if isinstance(clip_bound, str) and clip_bound == SPEC_DEFAULT:
+            clip_bound = self.spec.clip_bound_train if augment else self.spec.clip_bound_test
+        self.voxelizer = Voxelizer(
+            self.voxel_size, clip_bound=clip_bound,
+            rotation_bound=self.spec.rotation_bound if augment else None,
+            scale_bound=self.spec.scale_bound if augment else None,
+            translation_ratio_bound=self.spec.translation_ratio_bound if augment else None,
+            ignore_label=self.spec.ignore_label, label_mode=label_mode)
+
+    @property
+    def dimension(self) -> int:
+        """Coordinate columns of a sample (without the batch column)."""
+        return self.samples.dimension
+
+    @property
+    def num_classes(self) -> int:
+        return self.spec.num_classes
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def num_points(self, index: int) -> int:
+        """Points (before voxelisation) of sample ``index``, from the manifest (cheap, for batch packing)."""
+        return self.samples.num_points(index)
+
+    def _base(self, index: int, vox: Voxelized) -> dict[str, Any]:
+        sample: dict[str, Any] = {"name": self.samples.name(index), "sources": self.samples.files(index)}
+        if self.samples.temporal:
+            sample["frames"] = self.samples.frames(index)
+        return sample
+
+
+class TrainDataset(_VoxelDataset):
+    """Augmented, voxelised training samples from the preprocessed scenes (see module docstring)."""
+
+    def __init__(self, preprocessed_dir: str | os.PathLike, split: str = "train", *,
+                 voxel_size: float | None = None, clip_bound: Any = SPEC_DEFAULT, augment: bool = True,
+                 label_mode: str = "ignore", temporal_numseq: int = 3, temporal_dilation: int = 30,
+                 elastic: bool = True, color_trans_ratio: float = 0.1, color_jitter_std: float = 0.05) -> None:
+        super().__init__(preprocessed_dir, split, voxel_size=voxel_size, clip_bound=clip_bound, augment=augment,
+                         label_mode=label_mode, temporal_numseq=temporal_numseq,
+                         temporal_dilation=temporal_dilation)
+        self.augment = augment
+        self.elastic = ElasticDistortion(self.spec.elastic_params) if (augment and elastic and
+                                                                        self.spec.elastic_params) else None
+        self.post = training_transforms(self.spec.up_axis, self.dimension, color_trans_ratio=color_trans_ratio,
+                                        color_jitter_std=color_jitter_std) if augment else None
+
+    def __getitem__(self, key: Any) -> dict[str, Any]:
+        index, rng = _key(key)
+        scenes = self.samples.load(index)
+        frames = _frames(scenes)
+        if self.elastic is not None:  # one displacement field for all frames of a 4D sample
+            sizes = np.cumsum([len(f[0]) for f in frames])[:-1]
+            xyz = np.concatenate([f[0] for f in frames]).astype(np.float64)
+            xyz, _, _ = self.elastic(xyz, None, None, rng)
+            frames = [(part, f[1], f[2], f[3]) for part, f in zip(np.split(xyz, sizes), frames)]
+        vox = self.voxelizer.voxelize_frames(frames, rng=rng if self.augment else None,
+                                             temporal=self.samples.temporal)
+        coords, feats, labels = vox.coords, vox.feats.astype(np.float32), vox.labels
+        if self.post is not None:
+            coords, feats, labels = self.post(coords, feats, labels, rng)
+        sample = self._base(index, vox)
+        sample.update(coordinates=np.ascontiguousarray(coords, dtype=np.int32),
+                      features=normalize_color(feats), labels=labels.astype(np.int64))
+        return sample
+
+
+def rotation_matrix(axis: str | int, degrees: float) -> np.ndarray:
+    axis_index = AXES[axis] if isinstance(axis, str) else int(axis)
+    return axis_rotation(axis_index, np.deg2rad(degrees))
+
+
+class EvalDataset(_VoxelDataset):
+    """Deterministic voxelised samples with inverse maps and point labels, optionally rotated (test-time voting)."""
+
+    def __init__(self, preprocessed_dir: str | os.PathLike, split: str = "val", *,
+                 voxel_size: float | None = None, clip_bound: Any = SPEC_DEFAULT, label_mode: str = "ignore",
+                 temporal_numseq: int = 3, temporal_dilation: int = 30,
+                 rotation_degrees: float = 0.0, rotation_axis: str | int | None = None) -> None:
+        super().__init__(preprocessed_dir, split, voxel_size=voxel_size, clip_bound=clip_bound, augment=False,
+                         label_mode=label_mode, temporal_numseq=temporal_numseq,
+                         temporal_dilation=temporal_dilation)
+        axis = self.spec.up_axis if rotation_axis is None else rotation_axis
+        self.rotation = rotation_matrix(axis, rotation_degrees) if rotation_degrees else None
+
+    def __getitem__(self, key: Any) -> dict[str, Any]:
+        index = key[0] if isinstance(key, (tuple, list)) else int(key)
+        scenes = self.samples.load(index)
+        vox = self.voxelizer.voxelize_frames(_frames(scenes), temporal=self.samples.temporal,
+                                             rotation=self.rotation)
+        sample = self._base(index, vox)
+        sample.update(coordinates=vox.coords, features=normalize_color(vox.feats), labels=vox.labels,
+                      inverse=vox.inverse, transform=vox.transform, point_labels=np.concatenate([s.labels for s in scenes]).astype(np.int64))
+        if self.samples.temporal:
+            sample["point_frames"] = np.concatenate([np.full(s.num_points, t, dtype=np.int64)
+                                                     for t, s in enumerate(scenes)])
+        return sample
+
+
+class VoxelizedDataset(Dataset):
+    """Evaluation samples read from the voxelize stage's files (format: :mod:`minkseg.data.evalfile`)."""
+
+    def __init__(self, voxelized_dir: str | os.PathLike, split: str = "val") -> None:
+        self.root = Path(voxelized_dir)
+        manifest = load_voxelized_manifest(self.root)
+        if split not in manifest["splits"]:
+            raise DataError(f"{self.root}: split {split!r} was not voxelised (have {list(manifest['splits'])}); add "
+                            f"it to the voxelize splits and re-run")
+        self.records = manifest["splits"][split]
+        self.dimension = int(manifest["dimension"])
+        self.num_classes = len(manifest["class_names"])
+        self.voxel_size = float(manifest["voxel_size"])
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def num_points(self, index: int) -> int:
+        return int(self.records[index]["num_points"])
+
+    def __getitem__(self, key: Any) -> dict[str, Any]:
+        index = key[0] if isinstance(key, (tuple, list)) else int(key)
+        return load_voxelized_sample(self.root / self.records[index]["file"])

@@ -1,0 +1,159 @@
+"""Download stage logic: make the raw data of a dataset available in its raw layout.
+
+* ``scannet``: nothing can be fetched (terms of use); the local copy is checked and every missing file reported.
+* ``synthia4d``: every archive URL (default: the paper's ``Synthia4D.tar``) is downloaded resumably into the raw
+  folder, checked against its size/sha256 record, and safely extracted together with the ``*.tar.bz2`` inside.
+  A folder that already holds the split frames is only checked.
+* ``synthetic-scannet``: rooms are generated straight into the ScanNet layout.
+* ``synthetic-synthia4d``: sequences are packed into a ``Synthia4D.tar`` of inner ``.tar.bz2`` files, which then
+  goes through the very same record/verify/extract path as a downloaded archive.
+
+Why extraction is recorded: ``.minkseg-extracted.json`` lists the archives (by sha256) already extracted, so a
+re-run does not unpack tens of gigabytes again, while a changed archive is extracted afresh.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Sequence
+from urllib.parse import urlparse
+
+from minkseg.data.atomic import atomic_directory, atomic_write_json
+from minkseg.data.download import download, record_file, verify_file
+from minkseg.data.errors import DataError
+from minkseg.data.extract import safe_extract
+from minkseg.data.preprocess import check_raw
+from minkseg.data.registry import get_spec
+from minkseg.data.synthetic_scannet import SyntheticScanNetConfig, generate_synthetic_scannet
+from minkseg.data.synthetic_synthia4d import SyntheticSynthiaConfig, write_synthetic_synthia_tar
+
+log = logging.getLogger(__name__)
+
+SYNTHIA4D_URL = "http://cvgl.stanford.edu/data2/Synthia4D.tar"
+EXTRACTED_MARKER = ".minkseg-extracted.json"
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class RawReport:
+    """What the download stage produced (written as JSON by the stage)."""
+
+    dataset: str
+    raw_dir: str
+    scenes: dict[str, int]  # scenes/frames per split
+    archives: list[dict[str, Any]] = field(default_factory=list)  # size/sha256 records
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _extracted(raw_dir: Path) -> dict[str, str]:
+    try:
+        return json.loads((raw_dir / EXTRACTED_MARKER).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def extract_archive(archive: str | os.PathLike, raw_dir: str | os.PathLike, sha256: str,
+                    remove_inner: bool = True) -> list[str]:
+    """Safely extract ``archive`` into ``raw_dir`` and then every ``*.tar.bz2`` it contained (in place, next to
+    where it was); skipped when an archive with this sha256 was already extracted there."""
+    archive, raw_dir = Path(archive), Path(raw_dir)
+    done = _extracted(raw_dir)
+    if done.get(archive.name) == sha256:
+        log.info("%s already extracted into %s", archive.name, raw_dir)
+        return []
+    names = safe_extract(archive, raw_dir)
+    inner = [n for n in names if n.endswith(".tar.bz2")]
+    for name in inner:
+        path = raw_dir / name
+        safe_extract(path, path.parent)
+        if remove_inner:
+            path.unlink()
+    done[archive.name] = sha256
+    atomic_write_json(raw_dir / EXTRACTED_MARKER, done)
+    return names
+
+
+def _archive_name(url: str) -> str:
+    name = Path(urlparse(url).path).name
+    if not name.endswith((".tar", ".tar.bz2", ".tbz2", ".tar.gz", ".tgz")):
+        raise DataError(f"archive URL {url!r} does not end in .tar/.tar.bz2/.tar.gz; give the archive's URL")
+    return name
+
+
+def prepare_synthia4d(raw_dir: Path, urls: Sequence[str], splits: Sequence[str], retries: int,
+                      progress: bool) -> RawReport:
+    spec = get_spec("synthia4d")
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return RawReport(spec.name, str(raw_dir), check_raw(spec, raw_dir, splits))
+    except DataError:
+        pass  # not there yet: fetch it
+    records = []
+    for url in urls or [SYNTHIA4D_URL]:
+        target = raw_dir / _archive_name(url)
+        record = download(url, target, retries=retries, progress=progress)
+        extract_archive(target, raw_dir, record["sha256"])
+        records.append(record)
+    return RawReport(spec.name, str(raw_dir), check_raw(spec, raw_dir, splits), records)
+
+
+def prepare_synthetic_synthia4d(raw_dir: Path, config: SyntheticSynthiaConfig, workers: int,
+                                progress: bool) -> RawReport:
+    spec = get_spec("synthetic-synthia4d")
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    archive = raw_dir / "Synthia4D.tar"
+    write_synthetic_synthia_tar(archive, config, workers=workers, progress=progress)
+    record_file(archive, url=None)
+    # From here on exactly what a downloaded archive goes through.
+    record = verify_file(archive)
+    for stale in [p for p in raw_dir.iterdir() if p.name.startswith("SYNTHIA-SEQS-")]:  # an older generation
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale)
+        else:
+            stale.unlink()
+    (raw_dir / EXTRACTED_MARKER).unlink(missing_ok=True)
+    extract_archive(archive, raw_dir, record["sha256"])
+    return RawReport(spec.name, str(raw_dir), check_raw(spec, raw_dir, SPLITS), [record])
+
+
+def _generator_config(cls: type, dataset: str, seed: int, options: dict[str, Any]) -> Any:
+    valid = {f.name for f in fields(cls)} - {"seed"}
+    unknown = sorted(set(options) - valid)
+    if unknown:
+        raise DataError(f"unknown size option(s) {unknown} for {dataset}; valid: {', '.join(sorted(valid))}")
+    try:
+        return cls(seed=seed, **options)
+    except ValueError as exc:
+        raise DataError(f"bad synthetic dataset size for {dataset}: {exc}; fix download.synthetic") from None
+
+
+def prepare_raw(dataset: str, raw_dir: str | os.PathLike, *, urls: Sequence[str] = (),
+                synthetic: dict[str, Any] | None = None, seed: int = 0, splits: Sequence[str] = SPLITS,
+                workers: int = 1, retries: int = 5, progress: bool = True) -> RawReport:
+    """Make ``dataset``'s raw data available in ``raw_dir`` (see module docstring); returns a report.
+
+    ``synthetic`` sizes the generated datasets (keys of :class:`SyntheticScanNetConfig` /
+    :class:`SyntheticSynthiaConfig`, e.g. ``num_train``, ``num_val``, ``points_per_scene``); ``seed`` makes
+    them reproducible. For ``scannet`` and ``synthia4d``, ``raw_dir`` is the user's dataset folder.
+    """
+    spec = get_spec(dataset)
+    raw_dir = Path(raw_dir)
+    options = dict(synthetic or {})
+    if dataset == "scannet":
+        return RawReport(dataset, str(raw_dir), check_raw(spec, raw_dir, splits))
+    if dataset == "synthia4d":
+        return prepare_synthia4d(raw_dir, urls, splits, retries, progress)
+    if dataset == "synthetic-scannet":
+        config = _generator_config(SyntheticScanNetConfig, dataset, seed, options)
+        with atomic_directory(raw_dir) as staging:
+            generate_synthetic_scannet(staging, config, workers=workers, progress=progress)
+        return RawReport(dataset, str(raw_dir), check_raw(spec, raw_dir, SPLITS))
+    config = _generator_config(SyntheticSynthiaConfig, dataset, seed, options)
+    return prepare_synthetic_synthia4d(raw_dir, config, workers, progress)

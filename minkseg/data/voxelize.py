@@ -1,0 +1,76 @@
+"""Voxelize stage logic: preprocessed scenes -> voxelised evaluation files (format in :mod:`minkseg.data.evalfile`).
+
+Why only evaluation splits: training voxelises on the fly with fresh augmentation every epoch
+(:class:`minkseg.data.datasets.TrainDataset`); validation and test need one fixed voxelisation plus the inverse
+maps, which this stage computes once. The output directory is replaced as a whole, so a failure leaves the
+previous one intact.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Sequence
+
+from minkseg.data.atomic import atomic_directory, atomic_write_json
+from minkseg.data.datasets import SPEC_DEFAULT, EvalDataset
+from minkseg.data.errors import DataError
+from minkseg.data.evalfile import FORMAT_VERSION, MANIFEST, save_voxelized_sample
+from minkseg.data.parallel import run_parallel
+from minkseg.data.preprocess import scene_filename
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+@lru_cache(maxsize=4)
+def _dataset(preprocessed_dir: str, split: str, options: tuple) -> EvalDataset:
+    return EvalDataset(preprocessed_dir, split, **dict(options))
+
+
+def _voxelize_one(task: tuple[str, str, tuple, int, str]) -> tuple[dict | None, str | None]:
+    preprocessed_dir, split, options, index, out_dir = task
+    dataset = _dataset(preprocessed_dir, split, options)
+    name = dataset.samples.name(index)
+    filename = scene_filename(name.replace("+", "__").replace(",", "_"))
+    try:
+        sample = dataset[index]
+        save_voxelized_sample(Path(out_dir) / split / filename, sample, sample["transform"], dataset.voxel_size)
+    except DataError as exc:
+        return None, f"{name}: {exc}"
+    return {"name": name, "file": f"{split}/{filename}", "num_points": int(len(sample["inverse"])),
+            "num_voxels": int(len(sample["coordinates"]))}, None
+
+
+def voxelize_split(preprocessed_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                   splits: str | Sequence[str] = ("val",), *, voxel_size: float | None = None,
+                   clip_bound: Any = SPEC_DEFAULT, label_mode: str = "ignore", temporal_numseq: int = 3,
+                   temporal_dilation: int = 30, workers: int = 1, progress: bool = True) -> dict:
+    """Write one evaluation file per sample of ``splits`` plus ``manifest.json`` into ``out_dir``; returns it."""
+    splits = [splits] if isinstance(splits, str) else list(splits)
+    options = tuple(sorted({"voxel_size": voxel_size, "clip_bound": _freeze(clip_bound), "label_mode": label_mode,
+                            "temporal_numseq": temporal_numseq, "temporal_dilation": temporal_dilation}.items()))
+    source = str(Path(preprocessed_dir))
+    datasets = {split: _dataset(source, split, options) for split in splits}
+    first = datasets[splits[0]]
+    manifest: dict[str, Any] = {
+        "format_version": FORMAT_VERSION, "dataset": first.spec.name, "class_names": list(first.spec.class_names),
+        "ignore_label": first.spec.ignore_label, "dimension": first.dimension, "voxel_size": first.voxel_size,
+        "label_mode": label_mode, "splits": {},
+    }
+    with atomic_directory(out_dir) as staging:
+        for split in splits:
+            (staging / split).mkdir()
+            tasks = [(source, split, options, i, str(staging)) for i in range(len(datasets[split]))]
+            results = run_parallel(_voxelize_one, tasks, workers, desc=f"voxelize {split}", unit="sample",
+                                   progress=progress)
+            failed = [error for _, error in results if error is not None]
+            if failed:
+                raise DataError(f"voxelize failed for {len(failed)} samples of split {split!r}; first: {failed[0]}")
+            manifest["splits"][split] = [record for record, _ in results]
+        atomic_write_json(staging / MANIFEST, manifest)
+    return manifest

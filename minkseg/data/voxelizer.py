@@ -1,0 +1,176 @@
+"""Points -> voxels: optional clip box, random rotation and scale, quantisation with an inverse map.
+
+Why the inverse map matters: the network predicts one label per voxel, but ScanNet and Synthia4D are scored per
+*point*; ``inverse[i]`` is the voxel of point ``i`` so predictions go back to every original point (``-1`` for a
+point removed by the clip box). Voxel labels follow MinkowskiEngine: a voxel whose points disagree is ignored
+(``label_mode="ignore"``, the original), or, as an option, it takes the most frequent valid label
+(``label_mode="majority"``, ties -> smallest label). Both are vectorised (one sort, no Python loop over points).
+
+Order (as in the original): clip around the scene/camera centre (shifted by the translation augmentation), rotate
+(random order of the axes), scale by U(scale_bound) / voxel_size, floor, shift so the minimum is 0, quantise.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from minkseg.data.errors import DataError
+from minkseg.sparse.utils import sparse_quantize
+
+LABEL_MODES = ("ignore", "majority")
+Bound = tuple[float, float]
+
+
+def axis_rotation(axis: int, angle: float) -> np.ndarray:
+    """3x3 right-handed rotation by ``angle`` radians about coordinate axis 0/1/2."""
+    c, s = math.cos(angle), math.sin(angle)
+    i, j = [(1, 2), (2, 0), (0, 1)][axis]
+    rot = np.eye(3)
+    rot[i, i], rot[i, j], rot[j, i], rot[j, j] = c, -s, s, c
+    return rot
+
+
+def majority_labels(labels: np.ndarray, inverse: np.ndarray, num_voxels: int, ignore_label: int) -> np.ndarray:
+    """Most frequent non-ignored label per voxel (ties -> smallest label); all-ignored voxels -> ignore."""
+    labels = np.asarray(labels).astype(np.int64)
+    out = np.full(num_voxels, ignore_label, dtype=np.int64)
+    valid = labels != ignore_label
+    if not valid.any():
+        return out
+    span = int(labels[valid].max()) + 1
+    keys, counts = np.unique(inverse[valid].astype(np.int64) * span + labels[valid], return_counts=True)
+    voxel, label = keys // span, keys % span
+    order = np.lexsort((label, -counts, voxel))  # per voxel: highest count first, then smallest label
+    voxel, label = voxel[order], label[order]
+    first = np.ones(len(voxel), dtype=bool)
+    first[1:] = voxel[1:] != voxel[:-1]
+    out[voxel[first]] = label[first]
+    return out
+
+
+@dataclass
+class Voxelized:
+    """One voxelised sample. ``coords`` has D columns (3, or 4 with time last); no batch column yet."""
+
+    coords: np.ndarray  # int32 [M, D]
+    feats: np.ndarray  # [M, F] features of one representative point per voxel
+    labels: np.ndarray  # int64 [M], ignore_label where unlabelled/conflicting
+    inverse: np.ndarray  # int64 [N] voxel of every input point, -1 if clipped away
+    index: np.ndarray  # int64 [M] input point chosen as each voxel's representative
+    transform: np.ndarray  # float64 [4, 4]: voxel = floor(transform @ [xyz, 1]) for every kept point
+
+
+class Voxelizer:
+    """Clip, augment (rotation/scale/translation when given an RNG) and quantise point clouds."""
+
+    def __init__(self, voxel_size: float, *, clip_bound: Sequence[Bound] | None = None,
+                 rotation_bound: Sequence[Bound | None] | None = None, scale_bound: Bound | None = None,
+                 translation_ratio_bound: Sequence[Bound] | None = None, ignore_label: int = 255,
+                 label_mode: str = "ignore") -> None:
+        if not voxel_size > 0:
+            raise DataError(f"voxel_size must be > 0 (got {voxel_size}); fix voxelize.voxel_size in params.yaml")
+        if label_mode not in LABEL_MODES:
+            raise DataError(f"unknown voxel label mode {label_mode!r}; use one of {', '.join(LABEL_MODES)}")
+        self.voxel_size = float(voxel_size)
+        self.clip_bound = None if clip_bound is None else np.asarray(clip_bound, dtype=np.float64)
+        self.rotation_bound = rotation_bound
+        self.scale_bound = scale_bound
+        self.translation_ratio_bound = translation_ratio_bound
+        self.ignore_label = ignore_label
+        self.label_mode = label_mode
+
+    # -- transforms ----------------------------------------------------------------------------------------------
+    def sample_linear(self, rng: np.random.Generator | None) -> np.ndarray:
+        """3x3 map from points to continuous voxel coordinates: (random rotation, random scale) / voxel_size.
+
+        Without an RNG (evaluation) it is the plain 1/voxel_size scaling.
+        """
+        rotation, scale = np.eye(3), 1.0
+        if rng is not None:
+            if self.rotation_bound is not None:
+                mats = [axis_rotation(a, rng.uniform(*b) if b is not None else 0.0)
+                        for a, b in enumerate(self.rotation_bound)]
+                for a in rng.permutation(3):  # random order of the axes, as in the original
+                    rotation = mats[a] @ rotation
+            if self.scale_bound is not None:
+                scale = rng.uniform(*self.scale_bound)
+        return rotation * (scale / self.voxel_size)
+
+    def sample_translation_ratio(self, rng: np.random.Generator | None) -> np.ndarray:
+        if rng is None or self.translation_ratio_bound is None:
+            return np.zeros(3)
+        return np.array([rng.uniform(*b) for b in self.translation_ratio_bound])
+
+    def clip_mask(self, xyz: np.ndarray, center: np.ndarray | None, ratio: np.ndarray) -> np.ndarray:
+        """Points inside the clip box around ``center`` (default: bounding-box centre), shifted by ``ratio``."""
+        if self.clip_bound is None or len(xyz) == 0:
+            return np.ones(len(xyz), dtype=bool)
+        lo, hi = xyz.min(0), xyz.max(0)
+        c = (lo + hi) / 2 if center is None else np.asarray(center, dtype=np.float64).copy()
+        c = c + ratio * (hi - lo)
+        return np.all((xyz >= self.clip_bound[:, 0] + c) & (xyz < self.clip_bound[:, 1] + c), axis=1)
+
+    # -- quantisation --------------------------------------------------------------------------------------------
+    def _quantize(self, grid: np.ndarray, feats: np.ndarray, labels: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        if len(grid) == 0:
+            raise DataError("no points left to voxelise (empty scene or everything outside the clip box); "
+                            "check voxelize.clip_bound")
+        labels = np.asarray(labels).astype(np.int64)
+        coords, vfeats, vlabels, index, inverse = sparse_quantize(
+            grid, feats, labels, ignore_label=self.ignore_label, return_index=True, return_inverse=True)
+        if self.label_mode == "majority":
+            vlabels = majority_labels(labels, inverse, len(coords), self.ignore_label)
+        return coords, vfeats, vlabels.astype(np.int64), index.astype(np.int64), inverse.astype(np.int64)
+
+    def voxelize(self, xyz: np.ndarray, feats: np.ndarray, labels: np.ndarray, *,
+                 rng: np.random.Generator | None = None, center: np.ndarray | None = None,
+                 rotation: np.ndarray | None = None) -> Voxelized:
+        """Voxelise one point cloud (3 coordinate columns)."""
+        return self.voxelize_frames([(xyz, feats, labels, center)], rng=rng, temporal=False, rotation=rotation)
+
+    def voxelize_frames(self, frames: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]], *,
+                        rng: np.random.Generator | None = None, temporal: bool = True,
+                        rotation: np.ndarray | None = None) -> Voxelized:
+        """Voxelise frames with ONE rotation/scale/translation; with ``temporal`` the frame position is a 4th
+        coordinate column. Each frame is clipped around its own centre (the camera for Synthia4D).
+
+        ``rng`` draws the augmentation (None: none); ``rotation`` is an extra fixed 3x3 rotation applied first
+        (test-time voting rotates every scene by given angles)."""
+        linear = self.sample_linear(rng)
+        if rotation is not None:
+            linear = linear @ np.asarray(rotation, dtype=np.float64)
+        ratio = self.sample_translation_ratio(rng)
+        grids, feats, labels, inverse_parts, kept_ids = [], [], [], [], []
+        offset = 0
+        for t, (xyz, f, lab, center) in enumerate(frames):
+            xyz = np.asarray(xyz, dtype=np.float64)
+            keep = self.clip_mask(xyz, center, ratio)
+            ids = np.nonzero(keep)[0]
+            grid = np.floor(xyz[ids] @ linear.T)
+            if temporal:
+                grid = np.column_stack([grid, np.full(len(ids), t)])
+            grids.append(grid)
+            feats.append(np.asarray(f)[ids])
+            labels.append(np.asarray(lab)[ids])
+            kept_ids.append(ids + offset)
+            inverse_parts.append(len(xyz))
+            offset += len(xyz)
+        grid = np.concatenate(grids)
+        shift = np.zeros(grid.shape[1])
+        if len(grid):
+            shift[:3] = grid[:, :3].min(0)
+        grid = (grid - shift).astype(np.int32)
+        coords, vfeats, vlabels, index, inv_kept = self._quantize(grid, np.concatenate(feats), np.concatenate(labels))
+        kept = np.concatenate(kept_ids)
+        inverse = np.full(offset, -1, dtype=np.int64)
+        inverse[kept] = inv_kept
+        transform = np.eye(4)
+        transform[:3, :3] = linear
+        transform[:3, 3] = -shift[:3]
+        return Voxelized(coords=coords.astype(np.int32), feats=vfeats, labels=vlabels, inverse=inverse,
+                         index=kept[index], transform=transform)

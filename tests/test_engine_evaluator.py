@@ -1,0 +1,213 @@
+"""Point-level evaluation: inverse maps, rotation voting, metrics/plot/PLY/PNG outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from minkseg.engine import EngineError, Evaluator, write_evaluation
+from minkseg.engine.evaluator import rotate_points, rotation_matrix
+from minkseg.engine.export import confusion_rows, palette, write_ply
+from minkseg.metrics import confusion_matrix, summarize
+from tests.engine_toys import dense_input
+
+NUM_CLASSES = 3
+WEIGHTS = np.array([[2.0, -1.0, 0.5], [-1.0, 2.0, 0.0], [0.0, 0.5, 2.0], [1.0, 1.0, -1.0]], dtype=np.float32)
+
+
+class FixedLinear(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, NUM_CLASSES, bias=False)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.from_numpy(WEIGHTS.T))
+
+    def forward(self, x):
+        return self.linear(x)
+
+
+def voxelize(coordinates: np.ndarray, features: np.ndarray):
+    """Unit voxels on the spatial columns (time kept as is); voxel feature = mean of its points' features."""
+    quantised = np.floor(coordinates).astype(np.int32)
+    voxels, inverse = np.unique(quantised, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    sums = np.zeros((len(voxels), features.shape[1]))
+    np.add.at(sums, inverse, features)
+    return voxels, (sums / np.bincount(inverse)[:, None]).astype(np.float32), inverse
+
+
+def expected_probabilities(coordinates, features):
+    _, voxel_features, inverse = voxelize(coordinates, features)
+    logits = voxel_features.astype(np.float64) @ WEIGHTS
+    probabilities = np.exp(logits - logits.max(1, keepdims=True))
+    probabilities /= probabilities.sum(1, keepdims=True)
+    return probabilities[inverse]
+
+
+def make_scene(seed: int, points: int = 300, dimension: int = 3):
+    rng = np.random.default_rng(seed)
+    coordinates = rng.uniform(0, 6, size=(points, dimension)).astype(np.float32)
+    if dimension == 4:
+        coordinates[:, 3] = rng.integers(0, 3, size=points)
+    features = rng.normal(size=(points, 4)).astype(np.float32)
+    labels = (features[:, :3] @ np.eye(3)).argmax(1)
+    labels[::13] = 255
+    return {"name": f"scene{seed}", "coordinates": coordinates, "features": features, "labels": labels}
+
+
+def make_evaluator(**kwargs):
+    return Evaluator(FixedLinear(), num_classes=NUM_CLASSES, voxelize=voxelize, class_names=["a", "b", "c"],
+                     input_builder=dense_input, **kwargs)
+
+
+def test_every_point_gets_its_voxels_prediction():
+    scene = make_scene(0)
+    probabilities = make_evaluator().predict(scene["coordinates"], scene["features"])
+    np.testing.assert_allclose(probabilities, expected_probabilities(scene["coordinates"], scene["features"]),
+                               rtol=1e-5, atol=1e-6)
+    assert probabilities.shape == (300, NUM_CLASSES)
+
+
+def test_rotation_voting_averages_softmax_over_angles_and_keeps_time():
+    scene = make_scene(1, dimension=4)
+    angles = [0, 90, 180, 270]
+    voted = make_evaluator(rotation_angles=angles).predict(scene["coordinates"], scene["features"])
+    singles = [make_evaluator(rotation_angles=[a]).predict(scene["coordinates"], scene["features"]) for a in angles]
+    np.testing.assert_allclose(voted, np.mean(singles, axis=0), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(voted, singles[0], atol=1e-3)  # re-voxelising rotated scenes really changed something
+    rotated = rotate_points(scene["coordinates"], 90, "z")
+    np.testing.assert_array_equal(rotated[:, 3], scene["coordinates"][:, 3])
+
+
+def test_rotation_geometry():
+    points = np.array([[0, 0, 0], [2, 0, 0], [0, 2, 0]], dtype=np.float64)
+    np.testing.assert_allclose(rotate_points(points, 90, "z")[1], [2, 2, 0], atol=1e-12)
+    np.testing.assert_allclose(rotation_matrix(90, "z") @ [1, 0, 0], [0, 1, 0], atol=1e-12)
+    np.testing.assert_allclose(rotation_matrix(90, "x") @ [0, 1, 0], [0, 0, 1], atol=1e-12)
+    np.testing.assert_allclose(rotation_matrix(90, "y") @ [0, 0, 1], [1, 0, 0], atol=1e-12)
+    assert rotate_points(points, 360, "z") is points
+
+
+def test_evaluate_writes_metrics_plots_ply_png_and_predictions(tmp_path):
+    scenes = [make_scene(seed) for seed in range(3)]
+    evaluator = make_evaluator()
+    result = evaluator.evaluate(scenes, export_dir=tmp_path / "export", export_count=2,
+                                predictions_dir=tmp_path / "pred", progress=False)
+
+    expected_cm = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
+    for scene in scenes:
+        predicted = expected_probabilities(scene["coordinates"], scene["features"]).argmax(1)
+        expected_cm += confusion_matrix(scene["labels"], predicted, NUM_CLASSES)
+        np.testing.assert_array_equal(np.load(tmp_path / "pred" / f"{scene['name']}.npy"), predicted)
+    np.testing.assert_array_equal(result.confusion, expected_cm)
+    assert result.num_scenes == 3
+
+    written = write_evaluation(result, metrics_path=tmp_path / "metrics" / "metrics.json",
+                               confusion_csv_path=tmp_path / "plots" / "confusion.csv",
+                               confusion_png_path=tmp_path / "plots" / "confusion.png")
+    assert len(written) == 3
+
+    def no_nan(token):
+        raise AssertionError(f"non-standard JSON constant {token}")
+
+    metrics = json.loads((tmp_path / "metrics" / "metrics.json").read_text(), parse_constant=no_nan)
+    for key in ("miou", "oa", "macc", "map", "per_class_iou", "per_class_acc", "per_class_ap", "confusion_matrix"):
+        assert key in metrics
+    reference = summarize(expected_cm, ["a", "b", "c"])
+    assert metrics["miou"] == pytest.approx(reference["miou"]) and metrics["oa"] == pytest.approx(reference["oa"])
+    assert set(metrics["per_class_iou"]) == {"a", "b", "c"} and 0.0 <= metrics["map"] <= 1.0
+    assert metrics["confusion_matrix"]["matrix"] == expected_cm.tolist()
+
+    with open(tmp_path / "plots" / "confusion.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == expected_cm.sum()
+    names = ["a", "b", "c"]
+    counted = np.zeros_like(expected_cm)
+    for row in rows:
+        counted[names.index(row["actual"]), names.index(row["predicted"])] += 1
+    np.testing.assert_array_equal(counted, expected_cm)
+
+    for scene in scenes[:2]:
+        ply = (tmp_path / "export" / f"{scene['name']}.ply").read_bytes()
+        header, body = ply.split(b"end_header\n", 1)
+        assert b"element vertex 300" in header and b"property int prediction" in header
+        dtype = [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1"),
+                 ("label", "<i4"), ("prediction", "<i4")]
+        vertices = np.frombuffer(body, dtype=dtype)
+        np.testing.assert_allclose(vertices["x"], scene["coordinates"][:, 0])
+        np.testing.assert_array_equal(vertices["label"], scene["labels"])
+        colours = palette(NUM_CLASSES)[vertices["prediction"]]
+        np.testing.assert_array_equal(vertices["red"], colours[:, 0])
+        png = (tmp_path / "export" / f"{scene['name']}.png").read_bytes()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
+    assert not (tmp_path / "export" / "scene2.ply").exists()
+    assert (tmp_path / "plots" / "confusion.png").read_bytes().startswith(b"\x89PNG")
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_bad_voxeliser_and_empty_inputs_are_clear_errors():
+    scene = make_scene(2)
+
+    def broken(coordinates, features):
+        voxels, voxel_features, inverse = voxelize(coordinates, features)
+        return voxels, voxel_features, inverse[:-1]
+
+    evaluator = Evaluator(FixedLinear(), num_classes=NUM_CLASSES, voxelize=broken, input_builder=dense_input)
+    with pytest.raises(EngineError, match="scene s: the voxeliser's inverse map does not map its 300 points"):
+        evaluator.predict(scene["coordinates"], scene["features"], name="s")
+    with pytest.raises(EngineError, match="no scenes to evaluate"):
+        make_evaluator().evaluate([], progress=False)
+    with pytest.raises(EngineError, match="rotation_angles"):
+        make_evaluator(rotation_angles=[])
+
+
+def test_confusion_plot_rows_keep_proportions_when_downsampled(tmp_path):
+    cm = np.array([[700_000, 2_000, 1], [30_000, 200_000, 0], [5, 0, 63_000]])
+    counts = confusion_rows(cm, max_rows=10_000)
+    assert counts.sum() == 10_000
+    np.testing.assert_allclose(counts, cm * 10_000 / cm.sum(), atol=1.0)
+    np.testing.assert_array_equal(confusion_rows(np.array([[2, 1], [0, 3]]), 10), [[2, 1], [0, 3]])
+    write_ply(tmp_path / "p.ply", np.zeros((2, 3)), np.zeros((2, 3), dtype=np.uint8))
+    assert (tmp_path / "p.ply").read_bytes().count(b"property") == 6
+
+
+def test_prevoxelised_views_with_uncovered_points(tmp_path):
+    """The form minkseg.data's evaluation samples take: per-angle views, inverse -1 outside a clip box."""
+    scene = make_scene(5)
+    labels = scene["labels"].copy()
+    views = []
+    for shift in (0.0, 0.5):  # two different quantisations of the same points
+        voxels, voxel_features, inverse = voxelize(scene["coordinates"] + shift, scene["features"])
+        inverse = inverse.copy()
+        inverse[:10] = -1  # the first 10 points fall outside both views
+        if shift:
+            inverse[10:20] = -1  # the next 10 are covered by the first view only
+        transform = np.eye(4)
+        transform[:3, 3] = shift
+        views.append({"coordinates": voxels, "features": voxel_features, "inverse": inverse,
+                      "transform": transform, "name": "viewed", "point_labels": labels})
+    result = make_evaluator().evaluate([{"views": views}], export_dir=tmp_path, export_count=1,
+                                       predictions_dir=tmp_path / "pred", progress=False)
+
+    per_view = [expected_probabilities(scene["coordinates"] + s, scene["features"]) for s in (0.0, 0.5)]
+    expected = (per_view[0] + per_view[1]) / 2
+    expected[10:20] = per_view[0][10:20]
+    predictions = expected.argmax(1)
+    predictions[:10] = 255
+    np.testing.assert_array_equal(np.load(tmp_path / "pred" / "viewed.npy"), predictions)
+    scored = labels.copy()
+    scored[:10] = 255
+    np.testing.assert_array_equal(result.confusion, confusion_matrix(scored, np.where(scored == 255, 0, predictions),
+                                                                     NUM_CLASSES))
+    assert result.metrics["num_points_unscored"] == int((labels[:10] != 255).sum()) > 0
+    body = (tmp_path / "viewed.ply").read_bytes().split(b"end_header\n", 1)
+    assert b"element vertex 290" in body[0]  # uncovered points have no position to export
+    vertices = np.frombuffer(body[1], dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("r", "u1"), ("g", "u1"),
+                                             ("b", "u1"), ("label", "<i4"), ("prediction", "<i4")])
+    # positions are voxel centres: within half a voxel of the original points
+    assert np.abs(vertices["x"] - scene["coordinates"][10:, 0]).max() <= 0.5 + 1e-6

@@ -9,6 +9,8 @@ which POSIX guarantees to be atomic. The directory is fsync'ed afterwards so the
 
 from __future__ import annotations
 
+from minkseg.errors import MinkSegError
+
 import contextlib
 import json
 import math
@@ -27,7 +29,7 @@ __all__ = [
 ]
 
 
-class AtomicWriteError(OSError):
+class AtomicWriteError(MinkSegError, OSError):
     """An output could not be written; the previous version of the file (if any) is untouched."""
 
 

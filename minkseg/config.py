@@ -10,6 +10,8 @@ DVC tracks, so the code carries no second set of defaults that could silently di
 
 from __future__ import annotations
 
+from minkseg.errors import MinkSegError
+
 import difflib
 import hashlib
 import json
@@ -40,7 +42,7 @@ __all__ = [
 DATASETS = ("synthetic-scannet", "scannet", "synthia4d", "synthetic-synthia4d")
 
 
-class ConfigError(ValueError):
+class ConfigError(MinkSegError, ValueError):
     """params.yaml is missing, unreadable or has an invalid value; the message names the file and key path."""
 
 
@@ -90,9 +92,10 @@ class BaseParams(_Group):
 class SyntheticParams(_Group):
     """Size of the generated stand-in datasets (synthetic-scannet / synthetic-synthia4d)."""
 
-    train_scenes: PositiveInt
-    val_scenes: PositiveInt
-    points_per_scene: PositiveInt
+    num_train: PositiveInt  # scenes (synthetic-scannet) or frames (synthetic-synthia4d) per split
+    num_val: PositiveInt
+    num_test: PositiveInt
+    points_per_scene: PositiveInt  # per scene / per frame
 
 
 class DownloadParams(_Group):
@@ -108,20 +111,24 @@ class PreprocessParams(_Group):
     """Raw scans -> one compact file per scene."""
 
     num_workers: NonNegativeInt
+    splits: Annotated[list[Literal["train", "val", "test"]], Field(min_length=1)]  # splits converted to scene files
 
 
 class VoxelizeParams(_Group):
     """Quantisation of points to voxels."""
 
     voxel_size: PositiveFloat  # metres
-    clip_bound: list[list[Float]] | None  # [[xmin, xmax], [ymin, ymax], [zmin, zmax]] around the scene centre, metres
+    # "dataset" (the dataset's own: Synthia4D +-18 m train / +-25 m test), null (none), or
+    # [[xmin, xmax], [ymin, ymax], [zmin, zmax]] around the scene centre, metres
+    clip_bound: Literal["dataset"] | list[list[Float]] | None
+    label_mode: Literal["ignore", "majority"]  # a voxel whose points disagree: ignore it (the original) or vote
     temporal_numseq: PositiveInt  # frames stacked into one 4D sample (Synthia4D)
     temporal_dilation: PositiveInt  # frame stride between them
 
     @field_validator("clip_bound")
     @classmethod
-    def _pairs(cls, value: list[list[float]] | None) -> list[list[float]] | None:
-        if value is None:
+    def _pairs(cls, value: Any) -> Any:
+        if value is None or value == "dataset":
             return value
         if len(value) != 3 or any(len(pair) != 2 for pair in value):
             raise ValueError("must be null or three [min, max] pairs, e.g. [[-18, 18], [-18, 18], [-18, 18]]")
@@ -161,6 +168,7 @@ class TrainParams(_Group):
     class_weights: list[PositiveFloat] | None
     num_workers: NonNegativeInt
     deterministic: bool
+    augment: bool  # the original's training augmentations (rotation, scale, elastic, colour, dropout, flip)
 
     @field_validator("adamw_betas")
     @classmethod
@@ -173,6 +181,7 @@ class TrainParams(_Group):
 class EvaluateParams(_Group):
     """Point-level evaluation, test-time voting and prediction export."""
 
+    split: Literal["train", "val"]  # the labelled split scored (also validated on during training)
     rotation_angles: Annotated[list[Float], Field(min_length=1)]  # degrees; softmax averaged over all of them
     rotation_axis: Literal["x", "y", "z"]
     export_count: NonNegativeInt  # scenes written as coloured PLY + PNG

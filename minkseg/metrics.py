@@ -10,6 +10,8 @@ ScanNet benchmark.
 
 from __future__ import annotations
 
+from minkseg.errors import MinkSegError
+
 from typing import Any, Sequence
 
 import numpy as np
@@ -30,7 +32,7 @@ __all__ = [
 ]
 
 
-class MetricsError(ValueError):
+class MetricsError(MinkSegError, ValueError):
     """Labels, predictions or scores that cannot be scored (wrong shape, out-of-range class id)."""
 
 

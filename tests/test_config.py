@@ -46,7 +46,7 @@ def test_default_is_the_cpu_laptop_run_and_scannet_file_has_the_papers_values():
 def test_flat_params_and_fingerprint():
     params = load_params(REPO / "params.yaml")
     flat = params.flat()
-    assert flat["train.lr"] == params.train.lr and flat["download.synthetic.train_scenes"] > 0
+    assert flat["train.lr"] == params.train.lr and flat["download.synthetic.num_train"] > 0
     data = shipped()
     data["train"]["num_workers"] = 7  # speed only: same fingerprint
     assert params_from_dict(data).fingerprint() == params.fingerprint()

@@ -28,14 +28,17 @@ def test_hyper_cross_order():
     assert offs == [[0, 0], [1, 0], [2, 0], [-2, 0], [-1, 0], [0, 1], [0, 2], [0, -2], [0, -1]]
 
 
-def test_hybrid_is_cube_in_space_cross_in_time():
+def test_hybrid_is_cube_in_space_cross_in_time_in_me_order():
     C, X = ME.RegionType.HYPER_CUBE, ME.RegionType.HYPER_CROSS
     gen = ME.KernelGenerator(3, region_type=ME.RegionType.HYBRID, axis_types=(C, C, C, X), dimension=4)
-    offs = gen.offsets
-    assert gen.kernel_volume == 29
-    assert offs[:27, 3].abs().sum() == 0 and offs[:27, :3].tolist() == ME.kernel_offsets((3, 3, 3)).tolist()
-    assert offs[27:].tolist() == [[0, 0, 0, 1], [0, 0, 0, -1]]
-    assert len({tuple(o) for o in offs.tolist()}) == 29
+    offs = gen.offsets.tolist()
+    assert gen.kernel_volume == 29 and len({tuple(o) for o in offs}) == 29
+    # ME (MinkowskiKernelGenerator.convert_region_type): centre, then each cube axis grows every offset so far
+    # by -1, +1; then the cross axis adds its arm -1, +1
+    assert offs[:9] == [[0, 0, 0, 0], [-1, 0, 0, 0], [1, 0, 0, 0], [0, -1, 0, 0], [0, 1, 0, 0], [-1, -1, 0, 0],
+                        [-1, 1, 0, 0], [1, -1, 0, 0], [1, 1, 0, 0]]
+    assert offs[27:] == [[0, 0, 0, -1], [0, 0, 0, 1]]
+    assert sorted(map(tuple, offs[:27])) == sorted((*o, 0) for o in ME.kernel_offsets((3, 3, 3)).tolist())
 
 
 def test_layer_exposes_kernel_offsets_in_kernel_order():

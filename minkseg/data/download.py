@@ -171,8 +171,8 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, re
             after = part.stat().st_size if part.exists() else 0
             failures += 1
             if failures > retries:
-                raise DataError(f"download of {url} interrupted ({reason}) after {after} bytes; re-run the "
-                                f"download stage to resume from {part.name}")
+                raise DataError(f"download of {url} failed ({reason}) after {after} bytes; check the URL and the "
+                                f"network, then re-run the download stage to resume from {part.name}")
             log.warning("download of %s interrupted (%s) at %d bytes; resuming", url, reason, after)
             time.sleep(backoff * failures)
     actual = sha256_file(part)

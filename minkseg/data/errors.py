@@ -7,6 +7,8 @@ file, and how to fix it.
 
 from __future__ import annotations
 
+from minkseg.errors import MinkSegError
 
-class DataError(Exception):
+
+class DataError(MinkSegError):
     """Bad or missing input data: message = what is wrong, where, and how to fix it (one line)."""

@@ -55,25 +55,40 @@ def read_raw_scene(spec: DatasetSpec, raw_dir: str | os.PathLike, split: str, en
     return read_synthia_frame(raw_dir, entry, dataset=spec.name)
 
 
-def _process_one(task: tuple[str, str, str, str, str]) -> tuple[str, dict[str, Any] | None, str | None]:
-    """Worker: read one raw scene, write its npz; returns (entry, record, error message)."""
+class _Collect(logging.Handler):
+    """Keeps warnings of a worker so the parent process can report them (worker logs are otherwise lost)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _process_one(task: tuple[str, str, str, str, str]) -> tuple[str, dict[str, Any] | None, str | None, list[str]]:
+    """Worker: read one raw scene, write its npz; returns (entry, record, error message, warnings)."""
     dataset, raw_dir, split, entry, out_split_dir = task
     spec = get_spec(dataset)
+    collect, data_log = _Collect(), logging.getLogger("minkseg.data")
+    data_log.addHandler(collect)
     try:
         scene = read_raw_scene(spec, raw_dir, split, entry)
         filename = scene_filename(scene.name)
         save_scene(Path(out_split_dir) / filename, scene)
     except DataError as exc:
-        return entry, None, str(exc)
+        return entry, None, str(exc), collect.messages
     except Exception as exc:  # a parse bug must still name the scene, not kill the pool silently
-        return entry, None, f"{type(exc).__name__}: {exc} ({traceback.format_exc(limit=1).strip()})"
+        return entry, None, f"{type(exc).__name__}: {exc} ({traceback.format_exc(limit=1).strip()})", collect.messages
+    finally:
+        data_log.removeHandler(collect)
     record: dict[str, Any] = {"name": scene.name, "file": f"{split}/{filename}", "num_points": scene.num_points,
                               "label_counts": np.bincount(scene.labels[scene.labels < spec.num_classes],
                                                           minlength=spec.num_classes).tolist()}
     if spec.family == "synthia4d":
         record.update(sequence=str(scene.extra["sequence"]), frame=int(scene.extra["frame"]),
                       world_frame=bool(scene.extra["world_frame"]))
-    return entry, record, None
+    return entry, record, None, collect.messages
 
 
 def preprocess(dataset: str, raw_dir: str | os.PathLike, out_dir: str | os.PathLike,
@@ -93,7 +108,12 @@ def preprocess(dataset: str, raw_dir: str | os.PathLike, out_dir: str | os.PathL
             tasks += [(spec.name, str(raw_dir), split, e, str(staging / split))
                       for e in split_entries(spec, split, raw_dir)]
         outcomes = run_parallel(_process_one, tasks, workers, desc=f"preprocess {spec.name}", progress=progress)
-        results = {task[2] + "/" + entry: (record, error) for task, (entry, record, error) in zip(tasks, outcomes)}
+        results = {}
+        for task, (entry, record, error, warnings) in zip(tasks, outcomes):
+            results[task[2] + "/" + entry] = (record, error)
+            if workers > 1 and len(tasks) > 1:  # in-process runs have logged them already
+                for message in warnings:
+                    log.warning("%s", message)
         failed = [(key, err) for key, (_, err) in results.items() if err is not None]
         if failed:
             names = ", ".join(key for key, _ in failed[:5]) + (" ..." if len(failed) > 5 else "")

@@ -6,10 +6,12 @@ wrong, where (file, param key) and how to fix it.
 
 from __future__ import annotations
 
+from minkseg.errors import MinkSegError
+
 __all__ = ["EngineError", "CheckpointError"]
 
 
-class EngineError(RuntimeError):
+class EngineError(MinkSegError, RuntimeError):
     """A training/evaluation run cannot proceed (bad device, inconsistent inputs, diverged loss, ...)."""
 
 

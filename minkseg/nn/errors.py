@@ -5,10 +5,12 @@ One class per kind of mistake a user can make, so stages can catch them and prin
 """
 from __future__ import annotations
 
+from minkseg.errors import MinkSegError
+
 __all__ = ["ModelError", "CheckpointError"]
 
 
-class ModelError(ValueError):
+class ModelError(MinkSegError, ValueError):
     """A model was asked for that cannot be built (unknown name, bad channel count, bad option)."""
 
 

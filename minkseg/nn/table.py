@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from minkseg.nn.registry import aliases_of, build_model, count_parameters, distinct_specs
+from minkseg.nn.registry import aliases_of, build_model, count_parameters, distinct_specs, get_spec
 
 __all__ = ["model_table", "main"]
 
@@ -17,14 +17,15 @@ def _region(spec, D: int) -> str:
     return {"cube": "3^3 cube" if D == 3 else "3^4 cube", "hybrid": "3^3 x cross(t)"}[spec.block_region(D)]
 
 
-def model_table(in_channels: int = 3, out_channels: int = 20) -> str:
-    """A Markdown table: one row per distinct network, its aliases, structure and parameter count."""
+def model_table(in_channels: int = 3, out_channels: int = 20, names: list[str] | None = None) -> str:
+    """A Markdown table: one row per distinct network (or per name in ``names``), aliases, structure, size."""
     lines = [
         f"| Model | Aliases | D | Block | Blocks per stage | Widths (PLANES) | Stem kernel | Block kernel | "
         f"Parameters (in={in_channels}, out={out_channels}) |",
         "|---|---|---|---|---|---|---|---|---:|",
     ]
-    for spec in distinct_specs():
+    specs = distinct_specs() if names is None else [get_spec(name) for name in names]
+    for spec in specs:
         model = build_model(spec.name, in_channels, out_channels)
         aliases = ", ".join(aliases_of(spec.name)) or "-"
         layers = ",".join(map(str, spec.layers))

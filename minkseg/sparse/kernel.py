@@ -65,6 +65,35 @@ def _cross_arm(dimension: int, axis: int, size: int) -> list[list[int]]:
     return arm
 
 
+def _hybrid(kernel_size: Sequence[int], axis_types: Sequence[RegionType]) -> list[list[int]]:
+    """ME's HYBRID expansion: start at the centre; each cube axis in turn appends every offset found so far moved
+    by -r..-1, +1..+r along that axis; then each cross axis appends its own arm -r..-1, +1..+r alone."""
+    dimension = len(kernel_size)
+    offsets = [[0] * dimension]
+    for axis, (size, kind) in enumerate(zip(kernel_size, axis_types)):
+        if kind not in (RegionType.HYPER_CUBE, RegionType.HYPER_CROSS):
+            raise ValueError(f"HYBRID axis_types must be HYPER_CUBE or HYPER_CROSS, got {kind!r}")
+        if kind == RegionType.HYPER_CUBE:
+            steps = [v for v in _axis_range(size) if v != 0] if size % 2 else list(range(1, size))
+            grown = []
+            for base in offsets:
+                for v in steps:
+                    moved = list(base)
+                    moved[axis] = v
+                    grown.append(moved)
+            offsets += grown
+    for axis, (size, kind) in enumerate(zip(kernel_size, axis_types)):
+        if kind == RegionType.HYPER_CROSS and size > 1:
+            if size % 2 == 0:
+                raise ValueError(f"cross axes need an odd kernel size, got {size}")
+            for v in _axis_range(size):
+                if v != 0:
+                    arm = [0] * dimension
+                    arm[axis] = v
+                    offsets.append(arm)
+    return offsets
+
+
 def kernel_offsets(
     kernel_size: Sequence[int],
     region_type: RegionType = RegionType.HYPER_CUBE,
@@ -82,13 +111,7 @@ def kernel_offsets(
     elif region_type == RegionType.HYBRID:
         if axis_types is None or len(axis_types) != dimension:
             raise ValueError(f"HYBRID region needs axis_types with {dimension} entries, got {axis_types}")
-        cube_sizes = [s if t == RegionType.HYPER_CUBE else 1 for s, t in zip(kernel_size, axis_types)]
-        offsets = _cube(cube_sizes)
-        for axis, (size, kind) in enumerate(zip(kernel_size, axis_types)):
-            if kind == RegionType.HYPER_CROSS and size > 1:
-                offsets += _cross_arm(dimension, axis, size)
-            elif kind not in (RegionType.HYPER_CUBE, RegionType.HYPER_CROSS):
-                raise ValueError(f"HYBRID axis_types must be HYPER_CUBE or HYPER_CROSS, got {kind!r}")
+        offsets = _hybrid(kernel_size, axis_types)
     elif region_type == RegionType.CUSTOM:
         if region_offsets is None:
             raise ValueError("CUSTOM region needs region_offsets [K, D]")

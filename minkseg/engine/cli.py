@@ -1,0 +1,52 @@
+"""What every stage script shares: load params.yaml, run one pipeline function, turn user errors into one line.
+
+A user error (any MinkSegError: bad params, bad data, unusable checkpoint, unwritable output) prints
+``minkseg <stage>: error: <what, where, how to fix>`` on stderr and exits 2; Ctrl-C exits 130. Anything else is a
+bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import os
+import sys
+from typing import Any, Callable, Mapping
+
+from minkseg.config import Params, load_params
+from minkseg.errors import MinkSegError
+
+__all__ = ["run_stage"]
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _parse(stage: str, argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=f"stages/{stage}.py", description=f"MinkSeg {stage} stage (run by DVC)")
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return parser.parse_args(argv)
+
+
+def run_stage(stage: str, fn: Callable[..., Mapping[str, Any] | Any], argv: list[str] | None = None) -> int:
+    """Run ``fn(params, progress=...)`` and return the process exit code."""
+    logging.basicConfig(level=logging.INFO, format=f"minkseg {stage}: %(message)s")
+    args = _parse(stage, argv)
+    progress = not args.no_progress and sys.stderr.isatty() or os.environ.get("MINKSEG_PROGRESS") == "1"
+    try:
+        params: Params = load_params(args.params)
+        fn(params, progress=progress)
+    except MinkSegError as exc:
+        print(f"minkseg {stage}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT):
+            print(f"minkseg {stage}: error: cannot write {exc.filename or 'output'}: {exc.strerror}; free disk space "
+                  "or fix the folder's permissions, then re-run (inputs were not modified)", file=sys.stderr)
+            return EXIT_USER_ERROR
+        raise
+    except KeyboardInterrupt:
+        print(f"minkseg {stage}: interrupted; re-run `dvc repro` to continue", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0

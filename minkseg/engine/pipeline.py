@@ -1,0 +1,260 @@
+"""One function per DVC stage: params in, library calls, outputs written atomically.
+
+The stage scripts in ``stages/`` only parse arguments and call these, so the wiring between data, networks and
+engine lives in one tested place. Paths are relative to the repository root (DVC runs every stage there).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from minkseg.atomic import atomic_open, atomic_write_json
+from minkseg.config import Params
+from minkseg.engine import distributed
+from minkseg.engine.checkpoints import load_torch
+from minkseg.engine.errors import EngineError
+from minkseg.engine.evaluator import Evaluator, write_evaluation
+from minkseg.engine.tracking import flatten_metrics, make_tracker
+from minkseg.engine.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PipelinePaths", "run_download", "run_preprocess", "run_voxelize", "run_train", "run_evaluate",
+           "load_trained_model"]
+
+IN_CHANNELS = 3  # features are colours (rgb / 255 - 0.5), as in the paper
+EXTERNAL_SOURCE = "source.json"  # what data/raw holds when the raw data lives in the user's own folder
+
+
+@dataclass(frozen=True)
+class PipelinePaths:
+    """Where each stage writes; the same names appear in dvc.yaml."""
+
+    root: Path = Path(".")
+
+    @property
+    def raw(self) -> Path:
+        return self.root / "data" / "raw"
+
+    @property
+    def preprocessed(self) -> Path:
+        return self.root / "data" / "preprocessed"
+
+    @property
+    def voxelized(self) -> Path:
+        return self.root / "data" / "voxelized"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "data" / "checkpoints"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "models" / "model.pt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics"
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "predictions"
+
+
+def _external_root(params: Params) -> Path | None:
+    """The user's own dataset folder for real datasets, or None when data/raw holds the raw data itself."""
+    dataset = params.base.dataset
+    if dataset == "scannet":
+        return Path(params.download.scannet_root).expanduser()
+    if dataset == "synthia4d" and params.download.synthia_root:
+        return Path(params.download.synthia_root).expanduser()
+    return None
+
+
+def raw_location(params: Params, paths: PipelinePaths) -> Path:
+    return _external_root(params) or paths.raw
+
+
+def run_download(params: Params, paths: PipelinePaths = PipelinePaths(), progress: bool = True) -> Mapping[str, Any]:
+    """Make the raw data available: generate the synthetic datasets, download + extract Synthia4D, or check a
+    local ScanNet copy. For external folders data/raw records what was found, so later stages see a change."""
+    from minkseg.data import prepare_raw
+
+    dataset = params.base.dataset
+    external = _external_root(params)
+    synthetic = params.download.synthetic.model_dump()
+    report = prepare_raw(dataset, external or paths.raw, urls=params.download.synthia_urls, synthetic=synthetic,
+                         seed=params.base.seed, workers=params.preprocess.num_workers, progress=progress)
+    summary = {"dataset": dataset, "location": str(external or paths.raw), **_report_fields(report)}
+    if external is not None:
+        paths.raw.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(paths.raw / EXTERNAL_SOURCE, summary)
+    return summary
+
+
+def _report_fields(report: Any) -> dict[str, Any]:
+    fields = getattr(report, "__dict__", {})
+    return {k: v for k, v in fields.items() if k not in ("dataset", "root") and _jsonable(v)}
+
+
+def _jsonable(value: Any) -> bool:
+    return isinstance(value, (str, int, float, bool, type(None), list, dict))
+
+
+def run_preprocess(params: Params, paths: PipelinePaths = PipelinePaths(), progress: bool = True) -> Mapping:
+    from minkseg.data import preprocess
+
+    return preprocess(params.base.dataset, raw_location(params, paths), paths.preprocessed,
+                      splits=tuple(params.preprocess.splits), workers=params.preprocess.num_workers,
+                      progress=progress)
+
+
+def run_voxelize(params: Params, paths: PipelinePaths = PipelinePaths(), progress: bool = True) -> Mapping:
+    from minkseg.data import voxelize_split
+
+    v = params.voxelize
+    return voxelize_split(paths.preprocessed, paths.voxelized, splits=(params.evaluate.split,),
+                          voxel_size=v.voxel_size, clip_bound=_clip(v.clip_bound), label_mode=v.label_mode,
+                          temporal_numseq=v.temporal_numseq, temporal_dilation=v.temporal_dilation,
+                          workers=params.preprocess.num_workers, progress=progress)
+
+
+def _clip(clip_bound: Any) -> Any:
+    from minkseg.data.datasets import SPEC_DEFAULT
+
+    return SPEC_DEFAULT if clip_bound == "dataset" else clip_bound
+
+
+def _dataset_spec(params: Params):
+    from minkseg.data import get_spec
+
+    return get_spec(params.base.dataset)
+
+
+def build_network(params: Params) -> torch.nn.Module:
+    from minkseg.nn import build_model
+
+    spec = _dataset_spec(params)
+    return build_model(params.train.model, IN_CHANNELS, spec.num_classes, D=spec.dimension,
+                       conv1_kernel_size=params.train.conv1_kernel_size, bn_momentum=params.train.bn_momentum)
+
+
+def run_train(params: Params, paths: PipelinePaths = PipelinePaths(), progress: bool = True) -> Mapping[str, Any]:
+    """Train with resumable checkpoints in data/checkpoints; best weights to models/model.pt, curves to metrics/."""
+    from minkseg.data import TrainDataset, VoxelizedDataset, collate
+
+    distributed.relaunch_from_params(params.base)  # replaces this process with torchrun when > 1 process
+    dist = distributed.init_from_env("cuda" if params.base.device == "cuda" else "cpu")
+    spec = _dataset_spec(params)
+    v, t = params.voxelize, params.train
+    train_set = TrainDataset(paths.preprocessed, "train", voxel_size=v.voxel_size, clip_bound=_clip(v.clip_bound),
+                             augment=t.augment, label_mode=v.label_mode, temporal_numseq=v.temporal_numseq,
+                             temporal_dilation=v.temporal_dilation)
+    val_set = VoxelizedDataset(paths.voxelized, params.evaluate.split)
+    model = build_network(params)
+
+    def tracker(run_id: str | None):
+        return make_tracker(params.mlflow, stage="train", log_params=params.flat(), run_id=run_id,
+                            is_main=dist.is_main)
+
+    trainer = Trainer.from_params(params, model, train_dataset=train_set, collate_fn=collate,
+                                  num_classes=spec.num_classes, val_dataset=val_set, class_names=spec.class_names,
+                                  checkpoint_dir=paths.checkpoints, curves_dir=paths.metrics, tracker=tracker,
+                                  progress=progress)
+    start = time.perf_counter()
+    result = trainer.fit()
+    summary = {"best_val_miou": result.best_miou, "best_iteration": result.best_iteration,
+               "iterations": result.iterations, "resumed_from": result.resumed_from,
+               "train_seconds": round(time.perf_counter() - start, 1),
+               "parameters": sum(p.numel() for p in model.parameters())}
+    if dist.is_main:
+        state = result.best_state if result.best_state is not None else result.last_state
+        save_trained_model(paths.model, state, params)
+        atomic_write_json(paths.metrics / "train.json", summary)
+        if result.tracking_run_id:
+            final = make_tracker(params.mlflow, stage="train", run_id=result.tracking_run_id)
+            final.log_metrics({f"train.{k}": float(v) for k, v in summary.items() if isinstance(v, (int, float))})
+            final.log_artifact(paths.model)
+            final.finish()
+    return summary
+
+
+def save_trained_model(path: Path, state: Mapping[str, torch.Tensor], params: Params) -> Path:
+    """Weights plus what is needed to rebuild the network (name, classes, dimension), saved atomically."""
+    spec = _dataset_spec(params)
+    payload = {"state_dict": dict(state), "model": params.train.model, "in_channels": IN_CHANNELS,
+               "num_classes": spec.num_classes, "dimension": spec.dimension,
+               "conv1_kernel_size": params.train.conv1_kernel_size, "bn_momentum": params.train.bn_momentum,
+               "class_names": list(spec.class_names), "dataset": spec.name}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, "wb") as handle:
+        torch.save(payload, handle)
+    return path
+
+
+def load_trained_model(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the network a train stage saved (weights_only loading: a tampered file cannot run code)."""
+    from minkseg.nn import build_model
+
+    payload = load_torch(path)
+    if not isinstance(payload, dict) or "state_dict" not in payload or "model" not in payload:
+        raise EngineError(f"{path}: not a MinkSeg model file (no 'model'/'state_dict'); re-run the train stage")
+    model = build_model(payload["model"], int(payload["in_channels"]), int(payload["num_classes"]),
+                        D=int(payload["dimension"]), conv1_kernel_size=int(payload["conv1_kernel_size"]),
+                        bn_momentum=float(payload["bn_momentum"]))
+    try:
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise EngineError(f"{path}: weights do not fit {payload['model']} with {payload['num_classes']} classes "
+                          f"({str(exc).splitlines()[0]}); re-run the train stage") from None
+    return model, payload
+
+
+class _VotingScenes:
+    """Evaluation scenes as the evaluator wants them: one voxelised view per rotation angle, loaded lazily."""
+
+    def __init__(self, params: Params, paths: PipelinePaths) -> None:
+        from minkseg.data import EvalDataset, VoxelizedDataset
+
+        v, e = params.voxelize, params.evaluate
+        self.base = VoxelizedDataset(paths.voxelized, e.split)
+        self.rotated = [EvalDataset(paths.preprocessed, e.split, voxel_size=v.voxel_size,
+                                    clip_bound=_clip(v.clip_bound), label_mode=v.label_mode,
+                                    temporal_numseq=v.temporal_numseq, temporal_dilation=v.temporal_dilation,
+                                    rotation_degrees=angle, rotation_axis=e.rotation_axis)
+                        for angle in e.rotation_angles if angle % 360 != 0]
+        self.include_base = any(angle % 360 == 0 for angle in e.rotation_angles)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        base = self.base[index]
+        views = ([base] if self.include_base else []) + [dataset[index] for dataset in self.rotated]
+        return {"name": base["name"], "labels": base["point_labels"], "views": views}
+
+
+def run_evaluate(params: Params, paths: PipelinePaths = PipelinePaths(), progress: bool = True) -> Mapping:
+    """Score the trained model on every point of the evaluation split; metrics JSON, plots, PLY and PNG exports."""
+    model, payload = load_trained_model(paths.model)
+    evaluator = Evaluator.from_params(params, model, num_classes=int(payload["num_classes"]),
+                                      class_names=payload["class_names"])
+    result = evaluator.evaluate(_VotingScenes(params, paths), export_dir=paths.predictions,
+                                export_count=params.evaluate.export_count, progress=progress)
+    paths.predictions.mkdir(parents=True, exist_ok=True)
+    written = write_evaluation(result, metrics_path=paths.metrics / "eval.json",
+                               confusion_csv_path=paths.metrics / "confusion.csv",
+                               confusion_png_path=paths.metrics / "confusion.png",
+                               class_names=payload["class_names"])
+    tracker = make_tracker(params.mlflow, stage="evaluate", log_params=params.flat())
+    tracker.log_metrics(flatten_metrics(result.metrics))
+    for path in written:
+        if Path(path).suffix == ".png":
+            tracker.log_artifact(path)
+    tracker.finish()
+    return result.metrics

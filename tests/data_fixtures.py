@@ -1,0 +1,104 @@
+"""Helpers shared by the tests/test_data_*.py files: tiny raw datasets written on the fly, a local HTTP server."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import re
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from minkseg.data.ply import write_ply
+from minkseg.data.synthia4d import EXTRINSICS_PATH
+
+
+def write_scannet_scene(root: Path, scene: str, xyz: np.ndarray, rgb: np.ndarray, nyu40: np.ndarray | None,
+                        test: bool = False) -> None:
+    folder = root / ("scans_test" if test else "scans") / scene
+    fields = {"x": xyz[:, 0].astype(np.float32), "y": xyz[:, 1].astype(np.float32),
+              "z": xyz[:, 2].astype(np.float32), "red": rgb[:, 0], "green": rgb[:, 1], "blue": rgb[:, 2],
+              "alpha": np.full(len(xyz), 255, np.uint8)}
+    write_ply(folder / f"{scene}_vh_clean_2.ply", fields)
+    if nyu40 is not None:
+        write_ply(folder / f"{scene}_vh_clean_2.labels.ply", {**fields, "label": nyu40.astype(np.uint16)})
+
+
+def random_scene(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    return rng.uniform(0, 3, (n, 3)).astype(np.float32), rng.integers(0, 256, (n, 3)).astype(np.uint8)
+
+
+def write_synthia_frame(root: Path, sequence: str, frame: int, xyz_cm: np.ndarray, rgb: np.ndarray,
+                        labels: np.ndarray, extrinsics: np.ndarray | None = None) -> str:
+    rel = f"{sequence}/point_clouds/{frame:06d}.ply"
+    write_ply(root / rel, {"x": xyz_cm[:, 0].astype(np.float32), "y": xyz_cm[:, 1].astype(np.float32),
+                           "z": xyz_cm[:, 2].astype(np.float32), "r": rgb[:, 0], "g": rgb[:, 1], "b": rgb[:, 2],
+                           "l": labels.astype(np.uint8)})
+    if extrinsics is not None:
+        path = root / sequence / EXTRINSICS_PATH.format(frame=f"{frame:06d}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(" ".join(repr(float(v)) for v in extrinsics.reshape(-1)))
+    return rel
+
+
+class RangeHandler(http.server.BaseHTTPRequestHandler):
+    """Serves ``server.payload`` at any path, honours ``Range: bytes=N-``; cuts the first ``server.cut_times``
+    responses after ``server.cut_after`` bytes (the connection is closed mid-body)."""
+
+    def log_message(self, *args) -> None:  # keep test output clean
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        server = self.server
+        server.requests.append(self.headers.get("Range"))
+        if self.path.endswith("missing.tar"):
+            self.send_error(404, "Not Found")
+            return
+        data = server.payload
+        start = 0
+        match = re.match(r"bytes=(\d+)-", self.headers.get("Range") or "")
+        if match and server.honour_range:
+            start = int(match.group(1))
+            if start >= len(data):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        body = data[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if server.cut_times > 0:
+            server.cut_times -= 1
+            self.wfile.write(body[: server.cut_after])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+
+@contextlib.contextmanager
+def serve_bytes(payload: bytes, cut_after: int = 0, cut_times: int = 0, honour_range: bool = True
+                ) -> Iterator[http.server.ThreadingHTTPServer]:
+    """A local HTTP server on 127.0.0.1 (ephemeral port) serving ``payload``; yields the server object."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
+    server.payload, server.cut_after, server.cut_times = payload, cut_after, cut_times
+    server.honour_range, server.requests = honour_range, []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def url_of(server: http.server.ThreadingHTTPServer, name: str = "Synthia4D.tar") -> str:
+    host, port = server.server_address[:2]
+    return f"http://{host}:{port}/{name}"

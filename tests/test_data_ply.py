@@ -1,0 +1,129 @@
+"""PLY reader/writer: round trips in every format and type, skipping other elements, clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from minkseg.data.errors import DataError
+from minkseg.data.ply import encode_ply, read_ply, read_ply_header, write_ply
+
+ALL_TYPES = ["i1", "u1", "i2", "u2", "i4", "u4", "f4", "f8"]
+
+
+def _fields(n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for code in ALL_TYPES:
+        dt = np.dtype(code)
+        if dt.kind == "f":
+            out[f"p_{code}"] = rng.normal(0, 1000, n).astype(dt)
+        else:
+            info = np.iinfo(dt)
+            out[f"p_{code}"] = rng.integers(info.min, info.max, n, endpoint=True, dtype=np.int64).astype(dt)
+    return out
+
+
+@pytest.mark.parametrize("binary,big_endian", [(True, False), (True, True), (False, False)])
+def test_round_trip_every_type(tmp_path, binary, big_endian):
+    fields = _fields(257)
+    path = tmp_path / "a.ply"
+    write_ply(path, fields, binary=binary, big_endian=big_endian, comments=["hello"])
+    back = read_ply(path)
+    assert list(back) == list(fields)
+    for name, values in fields.items():
+        assert back[name].dtype == values.dtype
+        np.testing.assert_array_equal(back[name], values)
+    header = read_ply_header(path)
+    assert header.comments == ["hello"]
+    assert header.format == {(True, False): "binary_little_endian", (True, True): "binary_big_endian",
+                             (False, False): "ascii"}[(binary, big_endian)]
+
+
+def _mesh_bytes(fmt: str, faces_first: bool) -> tuple[bytes, np.ndarray]:
+    xyz = np.arange(12, dtype=np.float32).reshape(4, 3)
+    faces = np.array([[0, 1, 2], [1, 2, 3]], dtype=np.int32)
+    vertex_header = "element vertex 4\nproperty float x\nproperty float y\nproperty float z\n"
+    face_header = "element face 2\nproperty list uchar int vertex_indices\n"
+    head = f"ply\r\nformat {fmt} 1.0\r\ncomment made by hand\r\n"
+    head += (face_header + vertex_header) if faces_first else (vertex_header + face_header)
+    head += "end_header\n"
+    if fmt == "ascii":
+        vtx = "".join(" ".join(str(v) for v in row) + "\n" for row in xyz)
+        fcs = "".join("3 " + " ".join(str(v) for v in row) + "\n" for row in faces)
+        body = (fcs + vtx) if faces_first else (vtx + fcs)
+        return head.encode() + body.encode(), xyz
+    order = "<" if fmt == "binary_little_endian" else ">"
+    vtx = xyz.astype(order + "f4").tobytes()
+    fcs = b"".join(np.array([3], "u1").tobytes() + row.astype(order + "i4").tobytes() for row in faces)
+    return head.encode() + ((fcs + vtx) if faces_first else (vtx + fcs)), xyz
+
+
+@pytest.mark.parametrize("fmt", ["ascii", "binary_little_endian", "binary_big_endian"])
+@pytest.mark.parametrize("faces_first", [False, True])
+def test_reads_vertices_of_a_mesh_with_faces(tmp_path, fmt, faces_first):
+    data, xyz = _mesh_bytes(fmt, faces_first)
+    path = tmp_path / "mesh.ply"
+    path.write_bytes(data)
+    fields = read_ply(path, required=("x", "y", "z"))
+    np.testing.assert_array_equal(np.stack([fields["x"], fields["y"], fields["z"]], 1), xyz)
+    assert [e.name for e in read_ply_header(path).elements] == (["face", "vertex"] if faces_first else
+                                                               ["vertex", "face"])
+
+
+def _expect_error(path, *words):
+    with pytest.raises(DataError) as info:
+        read_ply(path, required=("x",))
+    message = str(info.value)
+    assert str(path) in message and "\n" not in message
+    for word in words:
+        assert word in message
+    return message
+
+
+def test_rejects_truncated_binary(tmp_path):
+    path = tmp_path / "t.ply"
+    path.write_bytes(encode_ply({"x": np.arange(100, dtype=np.float32)})[:-3])
+    _expect_error(path, "truncated")
+
+
+def test_rejects_truncated_ascii(tmp_path):
+    path = tmp_path / "t.ply"
+    text = encode_ply({"x": np.arange(100, dtype=np.float32), "y": np.ones(100, np.float32)}, binary=False)
+    path.write_bytes(text[: text.rfind(b" ")])  # last row loses its last value
+    _expect_error(path, "ASCII")
+    path.write_bytes(text[: text.rfind(b"\n", 0, len(text) - 1) - 40])  # whole rows missing
+    _expect_error(path, "truncated")
+
+
+@pytest.mark.parametrize("header,words", [
+    (b"plx\nformat ascii 1.0\nelement vertex 1\nproperty float x\nend_header\n1\n", ["not a PLY"]),
+    (b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\n1\n", ["end_header"]),
+    (b"ply\nformat binary_middle_endian 1.0\nelement vertex 1\nproperty float x\nend_header\n1\n", ["format"]),
+    (b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float128 x\nend_header\n1\n", ["unknown PLY type"]),
+    (b"ply\nformat ascii 1.0\nproperty float x\nelement vertex 1\nend_header\n1\n", ["before any element"]),
+    (b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float y\nend_header\n1\n", ["lacks properties", "'x'"]),
+    (b"ply\nformat ascii 1.0\nelement face 1\nproperty float x\nend_header\n1\n", ["no 'vertex' element"]),
+    (b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nend_header\nabc\n", ["non-numeric"]),
+    (b"ply\nelement vertex 1\nproperty float x\nend_header\n1\n", ["no 'format'"]),
+])
+def test_rejects_malformed_headers(tmp_path, header, words):
+    path = tmp_path / "bad.ply"
+    path.write_bytes(header)
+    _expect_error(path, *words)
+
+
+def test_missing_file_is_a_data_error(tmp_path):
+    _expect_error(tmp_path / "nope.ply", "not found")
+
+
+def test_write_is_atomic_and_rejects_bad_arrays(tmp_path):
+    path = tmp_path / "a.ply"
+    write_ply(path, {"x": np.zeros(3, np.float32)})
+    before = path.read_bytes()
+    with pytest.raises(ValueError):
+        write_ply(path, {"x": np.zeros(3, np.float32), "y": np.zeros(4, np.float32)})
+    with pytest.raises(ValueError):
+        write_ply(path, {"x": np.zeros(3, np.complex64)})
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.ply"]  # no temp files left behind

@@ -76,7 +76,7 @@ def train_params(**overrides: Any) -> TrainParams:
         step_size=5, step_gamma=0.5, onecycle_pct_start=0.3, onecycle_div_factor=25.0,
         onecycle_final_div_factor=1e4, iterations=12, batch_size=2, val_batch_size=2, train_limit_numpoints=0,
         grad_accum=1, amp="none", val_every=4, checkpoint_every=4, log_every=2, class_weights=None,
-        num_workers=0, deterministic=True,
+        num_workers=0, deterministic=True, augment=True,
     )
     values.update(overrides)
     return TrainParams.model_validate(values)

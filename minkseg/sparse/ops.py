@@ -19,21 +19,61 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
+# Offsets are processed in groups whose gathered rows x channels stay under this many elements (64 MiB of
+# float32): one gather and one scatter per group instead of one per offset. Few large ops matter on the CPU, where
+# every op is an OpenMP fork/join that stalls badly when cores are shared (data workers, other jobs), and on CUDA,
+# where they are kernel launches; the budget keeps the transient gathered copies bounded on huge scenes.
+_GROUP_ELEMENTS = 1 << 24
+
+
+def _offset_groups(kmap: KernelMap, width: int) -> list[tuple[list[int], list[tuple[int, int]], torch.Tensor,
+                                                                torch.Tensor]]:
+    """Non-identity offsets grouped under the element budget: (offsets, row ranges, input rows, output rows)."""
+    budget = max(1, _GROUP_ELEMENTS // max(width, 1))
+    cache = kmap.__dict__.setdefault("_groups", {})
+    if budget in cache:
+        return cache[budget]
+    groups, current, total = [], [], 0
+    for k, rows in enumerate(kmap.in_maps):
+        if kmap.identity[k] or rows.numel() == 0:
+            continue
+        if current and total + rows.numel() > budget:
+            groups.append(current)
+            current, total = [], 0
+        current.append(k)
+        total += rows.numel()
+    if current:
+        groups.append(current)
+    built = []
+    for ks in groups:
+        bounds, start = [], 0
+        for k in ks:
+            bounds.append((start, start + kmap.in_maps[k].numel()))
+            start = bounds[-1][1]
+        in_rows = torch.cat([kmap.in_maps[k] for k in ks]) if len(ks) > 1 else kmap.in_maps[ks[0]]
+        out_rows = torch.cat([kmap.out_maps[k] for k in ks]) if len(ks) > 1 else kmap.out_maps[ks[0]]
+        built.append((ks, bounds, in_rows, out_rows))
+    cache[budget] = built
+    return built
+
+
 class _SparseConvFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, features: torch.Tensor, kernel: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
         ctx.save_for_backward(features, kernel)
         ctx.kmap = kmap
         acc = accumulation_dtype(features.dtype)
-        out = torch.zeros(kmap.n_out, kernel.shape[2], dtype=acc, device=features.device)
+        c_in, c_out = kernel.shape[1], kernel.shape[2]
+        out = torch.zeros(kmap.n_out, c_out, dtype=acc, device=features.device)
         for k in range(kernel.shape[0]):
-            in_rows, out_rows = kmap.in_maps[k], kmap.out_maps[k]
-            if in_rows.numel() == 0:
-                continue
             if kmap.identity[k]:
                 out += torch.mm(features, kernel[k]).to(acc)
-            else:
-                out.index_add_(0, out_rows, torch.mm(features.index_select(0, in_rows), kernel[k]).to(acc))
+        for ks, bounds, in_rows, out_rows in _offset_groups(kmap, max(c_in, c_out)):
+            gathered = features.index_select(0, in_rows)
+            products = torch.empty(in_rows.numel(), c_out, dtype=features.dtype, device=features.device)
+            for k, (lo, hi) in zip(ks, bounds):
+                torch.mm(gathered[lo:hi], kernel[k], out=products[lo:hi])
+            out.index_add_(0, out_rows, products.to(acc))
         return out.to(features.dtype)
 
     @staticmethod
@@ -43,25 +83,27 @@ class _SparseConvFunction(torch.autograd.Function):
         need_input, need_kernel = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_out = grad_out.contiguous().to(features.dtype)
         acc = accumulation_dtype(features.dtype)
+        c_in, c_out = kernel.shape[1], kernel.shape[2]
         grad_in = torch.zeros(features.shape, dtype=acc, device=features.device) if need_input else None
         grad_kernel = torch.zeros(kernel.shape, dtype=acc, device=kernel.device) if need_kernel else None
         for k in range(kernel.shape[0]):
-            in_rows, out_rows = kmap.in_maps[k], kmap.out_maps[k]
-            if in_rows.numel() == 0:
-                continue
             if kmap.identity[k]:
-                g, x = grad_out, features
-            else:
-                g = grad_out.index_select(0, out_rows)
-                x = features.index_select(0, in_rows) if need_kernel else None
-            if need_kernel:
-                grad_kernel[k] = torch.mm(x.t(), g).to(acc)
+                if need_kernel:
+                    grad_kernel[k] = torch.mm(features.t(), grad_out).to(acc)
+                if need_input:
+                    grad_in += torch.mm(grad_out, kernel[k].t()).to(acc)
+        for ks, bounds, in_rows, out_rows in _offset_groups(kmap, max(c_in, c_out)):
+            grads = grad_out.index_select(0, out_rows)
+            inputs = features.index_select(0, in_rows) if need_kernel else None
+            contrib = torch.empty(in_rows.numel(), c_in, dtype=features.dtype, device=features.device) \
+                if need_input else None
+            for k, (lo, hi) in zip(ks, bounds):
+                if need_kernel:
+                    grad_kernel[k] = torch.mm(inputs[lo:hi].t(), grads[lo:hi]).to(acc)
+                if need_input:
+                    torch.mm(grads[lo:hi], kernel[k].t(), out=contrib[lo:hi])
             if need_input:
-                contrib = torch.mm(g, kernel[k].t()).to(acc)
-                if kmap.identity[k]:
-                    grad_in += contrib
-                else:
-                    grad_in.index_add_(0, in_rows, contrib)
+                grad_in.index_add_(0, in_rows, contrib.to(acc))
         return (grad_in.to(features.dtype) if need_input else None,
                 grad_kernel.to(kernel.dtype) if need_kernel else None, None)
 

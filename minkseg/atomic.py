@@ -5,6 +5,12 @@ through here so that a reader -- DVC, a resumed run, a user -- sees either the p
 complete file, never a half-written one: the bytes go to a temporary file in the *same* directory (so the final
 rename never crosses a filesystem), are flushed and fsync'ed, and only then replace the target with os.replace,
 which POSIX guarantees to be atomic. The directory is fsync'ed afterwards so the rename itself survives a crash.
+
+A SIGKILL (or power loss) between the write and the rename leaves the temporary file behind -- for a training
+checkpoint that is hundreds of megabytes per kill. So temporaries are named after their writer
+(``.<name>.<host>-<pid>.<random>.tmp``) and the first write into a directory removes those whose writer on this
+host is gone (:func:`remove_stale_temporaries`). A live writer's files are never touched, so two processes writing
+into the same folder cannot delete each other's work.
 """
 
 from __future__ import annotations
@@ -12,9 +18,12 @@ from __future__ import annotations
 from minkseg.errors import MinkSegError
 
 import contextlib
+import errno
 import json
 import math
 import os
+import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
@@ -26,11 +35,18 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_json",
     "json_safe",
+    "temporary_prefix",
+    "remove_stale_temporaries",
+    "check_writable",
 ]
 
 
 class AtomicWriteError(MinkSegError, OSError):
     """An output could not be written; the previous version of the file (if any) is untouched."""
+
+    def __str__(self) -> str:
+        # OSError would print "[Errno 28] cannot write ..."; the stage's one line is the message alone.
+        return str(self.strerror) if self.strerror else super().__str__()
 
 
 def _default_file_mode() -> int:
@@ -54,6 +70,62 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+_HOST = socket.gethostname().replace("-", "_").replace(".", "_") or "host"
+_CLEANED: set[tuple[str, str]] = set()
+
+
+def temporary_prefix(name: str) -> str:
+    """Prefix of this process's temporary siblings of ``name`` (the writer's host and pid are part of it)."""
+    return f".{name}.{_HOST}-{os.getpid()}."
+
+
+def _writer_is_gone(host: str, pid: str) -> bool:
+    if host != _HOST or not pid.isdigit() or int(pid) == os.getpid():
+        return False  # another machine's (shared filesystem) or our own: never ours to delete
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, owned by another user
+        return False
+    return False
+
+
+def remove_stale_temporaries(directory: str | os.PathLike[str], suffix: str = ".tmp") -> list[Path]:
+    """Delete ``.<name>.<host>-<pid>.<random><suffix>`` entries of ``directory`` whose writer process is dead.
+
+    Done once per directory and suffix per process (the first write there), so writing thousands of files into one
+    folder stays linear. Returns what was removed.
+    """
+    directory = Path(directory)
+    key = (os.path.abspath(directory), suffix)
+    if key in _CLEANED:
+        return []
+    _CLEANED.add(key)
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not (entry.name.startswith(".") and entry.name.endswith(suffix)):
+            continue
+        owner = entry.name[: -len(suffix)].rpartition(".")[0].rpartition(".")[2]  # "<host>-<pid>"
+        host, _, pid = owner.rpartition("-")
+        if not _writer_is_gone(host, pid):
+            continue
+        path = Path(entry.path)
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except OSError:
+            continue
+        removed.append(path)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "wb", encoding: str | None = None) -> Iterator[IO[Any]]:
     """Open a temporary sibling of ``path`` for writing; it replaces ``path`` only if the block exits cleanly.
@@ -66,7 +138,8 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb", encoding: str | 
     directory = target.parent if str(target.parent) else Path(".")
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+        remove_stale_temporaries(directory, ".tmp")
+        fd, tmp_name = tempfile.mkstemp(prefix=temporary_prefix(target.name), suffix=".tmp", dir=directory)
     except OSError as exc:
         raise AtomicWriteError(
             exc.errno, f"cannot write {target}: {exc.strerror or exc}; check that {directory} exists, is writable "
@@ -89,13 +162,56 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb", encoding: str | 
     except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
-        if isinstance(exc, OSError) and not isinstance(exc, AtomicWriteError):
+        cause = _write_failure(exc)
+        if cause is not None:
             raise AtomicWriteError(
-                exc.errno, f"cannot write {target}: {exc.strerror or exc}; the previous file (if any) is unchanged; "
-                "check free disk space and permissions"
+                cause.errno, f"cannot write {target}: {cause.strerror or cause}; the previous file (if any) is "
+                "unchanged; check free disk space and permissions"
             ) from exc
         raise
     _fsync_directory(directory)
+
+
+_DISK_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO, errno.EROFS}
+
+
+def _write_failure(exc: BaseException) -> OSError | None:
+    """The OSError behind a failed write, also when a library re-raised it as something else.
+
+    torch.save, for one, turns "No space left on device" into a RuntimeError from its zip writer; without looking
+    at the exception chain a full disk would surface as an internal error with a traceback.
+    """
+    if isinstance(exc, AtomicWriteError):
+        return None
+    if isinstance(exc, OSError):
+        return exc
+    seen: set[int] = set()
+    link = exc.__cause__ or exc.__context__
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if isinstance(link, OSError) and link.errno in _DISK_ERRNOS:
+            return link
+        link = link.__cause__ or link.__context__
+    return None
+
+
+def check_writable(directory: str | os.PathLike[str]) -> Path:
+    """Create ``directory`` if needed and prove a file can be created in it, before a stage spends hours working.
+
+    Raises :class:`AtomicWriteError` naming the folder; nothing is left behind either way.
+    """
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=temporary_prefix("write-check"), suffix=".tmp", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise AtomicWriteError(
+            exc.errno, f"cannot write into {directory}: {exc.strerror or exc}; fix the folder's permissions or "
+            "free disk space, then re-run (nothing was changed)"
+        ) from exc
+    return directory
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

@@ -125,6 +125,15 @@ class VoxelizeParams(_Group):
     temporal_numseq: PositiveInt  # frames stacked into one 4D sample (Synthia4D)
     temporal_dilation: PositiveInt  # frame stride between them
 
+    @field_validator("clip_bound", mode="before")
+    @classmethod
+    def _known_word(cls, value: Any) -> Any:
+        # Without this, a typo such as "datset" is reported as "must be one of 'dataset'", hiding the other forms.
+        if isinstance(value, str) and value != "dataset":
+            raise ValueError("must be dataset, null, or three [min, max] pairs in metres, e.g. "
+                             "[[-18, 18], [-18, 18], [-18, 18]]")
+        return value
+
     @field_validator("clip_bound")
     @classmethod
     def _pairs(cls, value: Any) -> Any:
@@ -327,6 +336,32 @@ def _cross_checks(source: str, params: Params) -> list[str]:
     if params.train.amp != "none" and params.base.device == "cpu":
         problems.append(f"{source}: train.amp: mixed precision runs on CUDA only but base.device is cpu; "
                         f"set train.amp: none (got {params.train.amp!r})")
+    problems += _model_problems(source, params)
+    return problems
+
+
+def _model_problems(source: str, params: Params) -> list[str]:
+    """The network name and the class weights, checked against the registries before any stage does work.
+
+    Without this a misspelt ``train.model`` would only fail in the train stage -- after download, preprocess and
+    voxelize have run for hours on real data. The registries are imported lazily (they pull in torch).
+    """
+    from minkseg.data.registry import DATASETS as DATASET_SPECS
+    from minkseg.nn.registry import list_models
+
+    problems: list[str] = []
+    names = list_models()
+    model = params.train.model
+    if model not in names:
+        close = difflib.get_close_matches(model, names, n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(close)}?" if close else "e.g. Res16UNet14A, Res16UNet34C, MinkUNet34C"
+        problems.append(f"{source}: train.model: unknown network {model!r}; {hint} (every name: python -c "
+                        f"\"import minkseg.nn; print(minkseg.nn.list_models())\")")
+    weights = params.train.class_weights
+    num_classes = DATASET_SPECS[params.base.dataset].num_classes
+    if weights is not None and len(weights) != num_classes:
+        problems.append(f"{source}: train.class_weights: has {len(weights)} values but {params.base.dataset} has "
+                        f"{num_classes} classes; give one weight per class, or null")
     return problems
 
 

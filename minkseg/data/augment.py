@@ -5,9 +5,10 @@ function of (seed, epoch, index) so a resumed or re-run training is bit-identica
 workers. Signature of every transform: ``(coords, feats, labels, rng) -> (coords, feats, labels)``; ``feats`` holds
 RGB in 0..255 (float) in its first three columns.
 
-Pipeline (see :func:`training_transforms`): before voxelisation ``ElasticDistortion`` on the float coordinates;
-the voxeliser then applies rotation and scale; after voxelisation ``RandomDropout``, ``RandomHorizontalFlip``,
-``ChromaticAutoContrast``, ``ChromaticTranslation``, ``ChromaticJitter``; finally :func:`normalize_color`.
+Pipeline (see :func:`training_transforms`): before quantisation ``ElasticDistortion`` on the float coordinates
+(inside the clip box, one field for all frames of a 4D sample), then the voxeliser's rotation and scale; after
+voxelisation ``RandomDropout``, ``RandomHorizontalFlip``, ``ChromaticAutoContrast``, ``ChromaticTranslation``,
+``ChromaticJitter``; finally :func:`normalize_color`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Sequence
 import numpy as np
 from scipy.interpolate import RegularGridInterpolator
 from scipy.ndimage import uniform_filter1d
+
+from minkseg.data.errors import DataError
 
 Sample = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -28,13 +31,19 @@ class ElasticDistortion:
     coordinate columns are warped.
     """
 
+    MAX_CELLS = 8_000_000  # noise grid cells (x3 float32): ~100 MB
+
     def __init__(self, params: Sequence[tuple[float, float]] = ((0.2, 0.4), (0.8, 1.6)), p: float = 0.95) -> None:
         self.params, self.p = tuple(params), p
 
-    @staticmethod
-    def warp(xyz: np.ndarray, granularity: float, magnitude: float, rng: np.random.Generator) -> np.ndarray:
+    @classmethod
+    def warp(cls, xyz: np.ndarray, granularity: float, magnitude: float, rng: np.random.Generator) -> np.ndarray:
         lo = xyz.min(0)
         dims = ((xyz - lo).max(0) // granularity).astype(int) + 3
+        if int(np.prod(dims)) > cls.MAX_CELLS:
+            raise DataError(f"elastic distortion grid of {dims.tolist()} cells for a scene spanning "
+                            f"{np.round(xyz.max(0) - lo, 1).tolist()} m is too large; set a smaller "
+                            f"voxelize.clip_bound")
         noise = rng.standard_normal((*dims, 3)).astype(np.float32)
         for _ in range(2):  # two passes of a 3-wide box blur along each axis: a smooth displacement field
             for axis in range(3):

@@ -36,7 +36,7 @@ from minkseg.data.errors import DataError
 from minkseg.data.evalfile import load_voxelized_manifest, load_voxelized_sample
 from minkseg.data.samples import SceneSamples
 from minkseg.data.scenefile import Scene
-from minkseg.data.voxelizer import Voxelized, Voxelizer, axis_rotation
+from minkseg.data.voxelizer import Voxelizer, axis_rotation
 
 SPEC_DEFAULT = "spec"  # sentinel: take the value from the dataset's registry spec
 AXES = {"x": 0, "y": 1, "z": 2}
@@ -86,7 +86,7 @@ class _VoxelDataset(Dataset):
         """Points (before voxelisation) of sample ``index``, from the manifest (cheap, for batch packing)."""
         return self.samples.num_points(index)
 
-    def _base(self, index: int, vox: Voxelized) -> dict[str, Any]:
+    def _base(self, index: int) -> dict[str, Any]:
         sample: dict[str, Any] = {"name": self.samples.name(index), "sources": self.samples.files(index)}
         if self.samples.temporal:
             sample["frames"] = self.samples.frames(index)
@@ -112,21 +112,20 @@ class TrainDataset(_VoxelDataset):
     def __getitem__(self, key: Any) -> dict[str, Any]:
         index, rng = _key(key)
         scenes = self.samples.load(index)
-        frames = _frames(scenes)
-        if self.elastic is not None:  # one displacement field for all frames of a 4D sample
-            sizes = np.cumsum([len(f[0]) for f in frames])[:-1]
-            xyz = np.concatenate([f[0] for f in frames]).astype(np.float64)
-            xyz, _, _ = self.elastic(xyz, None, None, rng)
-            frames = [(part, f[1], f[2], f[3]) for part, f in zip(np.split(xyz, sizes), frames)]
-        vox = self.voxelizer.voxelize_frames(frames, rng=rng if self.augment else None,
-                                             temporal=self.samples.temporal)
+        vox = self.voxelizer.voxelize_frames(_frames(scenes), rng=rng if self.augment else None,
+                                             temporal=self.samples.temporal, warp=self._warp)
         coords, feats, labels = vox.coords, vox.feats.astype(np.float32), vox.labels
         if self.post is not None:
             coords, feats, labels = self.post(coords, feats, labels, rng)
-        sample = self._base(index, vox)
+        sample = self._base(index)
         sample.update(coordinates=np.ascontiguousarray(coords, dtype=np.int32),
                       features=normalize_color(feats), labels=labels.astype(np.int64))
         return sample
+
+    def _warp(self, xyz: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if self.elastic is None:
+            return xyz
+        return self.elastic(xyz, None, None, rng)[0]
 
 
 def rotation_matrix(axis: str | int, degrees: float) -> np.ndarray:
@@ -152,9 +151,10 @@ class EvalDataset(_VoxelDataset):
         scenes = self.samples.load(index)
         vox = self.voxelizer.voxelize_frames(_frames(scenes), temporal=self.samples.temporal,
                                              rotation=self.rotation)
-        sample = self._base(index, vox)
+        sample = self._base(index)
+        point_labels = np.concatenate([s.labels for s in scenes]).astype(np.int64)
         sample.update(coordinates=vox.coords, features=normalize_color(vox.feats), labels=vox.labels,
-                      inverse=vox.inverse, transform=vox.transform, point_labels=np.concatenate([s.labels for s in scenes]).astype(np.int64))
+                      inverse=vox.inverse, transform=vox.transform, point_labels=point_labels)
         if self.samples.temporal:
             sample["point_frames"] = np.concatenate([np.full(s.num_points, t, dtype=np.int64)
                                                      for t, s in enumerate(scenes)])

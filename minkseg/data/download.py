@@ -123,7 +123,11 @@ def _fetch_once(url: str, part: Path, timeout: float, bar: tqdm) -> tuple[int | 
         bar.update(offset)
         with open(part, mode) as out:
             while block := response.read(CHUNK):
-                out.write(block)
+                try:
+                    out.write(block)
+                except OSError as exc:  # a local problem (disk full, permissions) is not worth retrying
+                    raise DataError(f"cannot write {part}: {exc.strerror}; free disk space or fix permissions, "
+                                    f"then re-run the download stage (it resumes)") from None
                 bar.update(len(block))
     size = part.stat().st_size
     if total is None:

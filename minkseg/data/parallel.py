@@ -2,12 +2,14 @@
 
 Why one helper: preprocessing, voxelising and generating synthetic data all map a pure per-scene function over a
 list; they share the same process pool, progress bar and result order (the order of the tasks, so outputs do not
-depend on the number of workers).
+depend on the number of workers). Workers are *spawned*, not forked: a forked child of a process whose torch/OpenMP
+thread pool is already running can deadlock inside the first parallel torch op (sparse_quantize uses torch).
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import multiprocessing
 from typing import Callable, Sequence, TypeVar
 
 from tqdm import tqdm
@@ -26,7 +28,8 @@ def run_parallel(fn: Callable[[T], R], tasks: Sequence[T], workers: int = 1, des
                 results[i] = fn(task)
                 bar.update()
         else:
-            with cf.ProcessPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
+            context = multiprocessing.get_context("spawn")
+            with cf.ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context) as pool:
                 futures = {pool.submit(fn, task): i for i, task in enumerate(tasks)}
                 for future in cf.as_completed(futures):
                     results[futures[future]] = future.result()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
@@ -106,20 +105,16 @@ def prepare_synthia4d(raw_dir: Path, urls: Sequence[str], splits: Sequence[str],
 
 def prepare_synthetic_synthia4d(raw_dir: Path, config: SyntheticSynthiaConfig, workers: int,
                                 progress: bool) -> RawReport:
+    """Generate the archive, then treat it exactly like a downloaded one (record, verify, safe extraction).
+    The raw folder is built aside and swapped in whole, so a re-run never mixes two generations."""
     spec = get_spec("synthetic-synthia4d")
-    raw_dir.mkdir(parents=True, exist_ok=True)
-    archive = raw_dir / "Synthia4D.tar"
-    write_synthetic_synthia_tar(archive, config, workers=workers, progress=progress)
-    record_file(archive, url=None)
-    # From here on exactly what a downloaded archive goes through.
-    record = verify_file(archive)
-    for stale in [p for p in raw_dir.iterdir() if p.name.startswith("SYNTHIA-SEQS-")]:  # an older generation
-        if stale.is_dir() and not stale.is_symlink():
-            shutil.rmtree(stale)
-        else:
-            stale.unlink()
-    (raw_dir / EXTRACTED_MARKER).unlink(missing_ok=True)
-    extract_archive(archive, raw_dir, record["sha256"])
+    with atomic_directory(raw_dir) as staging:
+        archive = staging / "Synthia4D.tar"
+        write_synthetic_synthia_tar(archive, config, workers=workers, progress=progress)
+        record_file(archive, url=None)
+        record = verify_file(archive)
+        extract_archive(archive, staging, record["sha256"])
+        check_raw(spec, staging, SPLITS)
     return RawReport(spec.name, str(raw_dir), check_raw(spec, raw_dir, SPLITS), [record])
 
 

@@ -33,7 +33,8 @@ SYNTHETIC_SCANNET_CLASSES = tuple(SCANNET_CLASS_NAMES.index(n) for n in (
     "wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf", "desk", "curtain"))
 # Classes the synthetic Synthia4D generator produces (indices into SYNTHIA_CLASS_NAMES).
 SYNTHETIC_SYNTHIA_CLASSES = tuple(SYNTHIA_CLASS_NAMES.index(n) for n in (
-    "building", "road", "sidewalk", "vegetation", "pole", "car", "pedestrian", "lanemarking"))
+    "building", "road", "sidewalk", "fence", "vegetation", "pole", "car", "traffic sign", "pedestrian",
+    "lanemarking", "traffic light"))
 
 Bound = tuple[float, float]
 

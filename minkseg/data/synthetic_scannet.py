@@ -58,7 +58,7 @@ class SyntheticScanNetConfig:
     num_test: int = 2
     points_per_scene: int = 40000
     seed: int = 0
-    room_size: tuple[float, float] = (3.8, 6.5)  # metres, side length range
+    room_size: tuple[float, float] = (4.2, 6.5)  # metres, side length range
     position_noise: float = 0.004  # metres
     color_noise: float = 7.0  # RGB units
 
@@ -379,7 +379,7 @@ class Room:
             break
         else:
             return False
-        parts, recess = self.new_parts(density), rng.uniform(0.05, 0.12)
+        parts, recess = self.new_parts(density), rng.uniform(0.08, 0.16)
         color = pick_any(rng, [LIGHT, WOOD], p=[0.6, 0.4])
         trim = color * rng.uniform(0.9, 1.05)
         # Jambs and head of the door frame (between the wall plane y=0 and the recess).
@@ -453,7 +453,7 @@ class Room:
         bottom = rng.uniform(0.02, 0.1) if rng.random() < 0.5 else z0 - rng.uniform(0.05, 0.2)
         color, label = pick(rng, FABRIC), NYU["curtain"]
         panel = rng.uniform(0.3, 0.6)
-        fold, amp, offset = rng.uniform(0.1, 0.18), rng.uniform(0.025, 0.05), rng.uniform(0.06, 0.12)
+        fold, amp, offset = rng.uniform(0.12, 0.2), rng.uniform(0.04, 0.07), rng.uniform(0.09, 0.16)
         parts = self.new_parts(density)
         for a in (s0 - panel * 0.6, s0 + w - panel * 0.4):
             a0, a1 = max(0.05, a), min(edge.length - 0.05, a + panel)
@@ -617,75 +617,42 @@ class Room:
         return pts, cols, labs
 
 
-ROOM_TYPES = ("bedroom", "living", "office", "dining")
+def furnish(room: Room, density: float) -> None:
+    """Mixed-use rooms: most classes occur in most rooms, so every training scene teaches every class.
 
-
-def furnish(room: Room, kind: str, density: float) -> None:
+    Large pieces go first (they need the most free wall space), then the free-standing table with its chairs.
+    """
     rng = room.rng
     P = room.new_parts
 
     def wall(item: Furniture):
         return room.place_against_wall(item)
 
-    if kind == "bedroom":
+    if rng.random() < 0.55:
         wall(make_bed(rng, P(density)))
-        for _ in range(rng.integers(1, 3)):
-            wall(make_cabinet(rng, P(density), tall=False))
-        if rng.random() < 0.6:
-            wall(make_cabinet(rng, P(density), tall=True))
-        if rng.random() < 0.6:
-            desk = make_desk(rng, P(density))
-            placed = wall(desk)
-            if placed:
-                room.desk_chair(*placed, desk, density)
-        if rng.random() < 0.4:
-            wall(make_bookshelf(rng, P(density)))
-    elif kind == "living":
+    if rng.random() < 0.6:
         sofa = make_sofa(rng, P(density))
         placed = wall(sofa)
-        if placed:
+        if placed and rng.random() < 0.6:
             origin, yaw = placed
             front = to_room(np.array([[sofa.width / 2, sofa.depth + 0.65, 0.0]]), origin, yaw)[0, :2]
             room.place_free(make_table(rng, P(density), coffee=True), yaw=yaw, near=front)
-        if rng.random() < 0.4:
-            wall(make_sofa(rng, P(density)))
-        for _ in range(rng.integers(1, 3)):
-            wall(make_bookshelf(rng, P(density)))
-        for _ in range(rng.integers(1, 3)):
-            wall(make_cabinet(rng, P(density), tall=False))
-        for _ in range(rng.integers(0, 3)):
-            room.place_free(make_chair(rng, P(density)), yaw=float(rng.uniform(0, 2 * math.pi)))
-    elif kind == "office":
-        for _ in range(rng.integers(2, 4)):
-            desk = make_desk(rng, P(density))
-            placed = wall(desk)
-            if placed:
-                room.desk_chair(*placed, desk, density)
-        for _ in range(rng.integers(1, 3)):
-            wall(make_cabinet(rng, P(density), tall=rng.random() < 0.3))
-        for _ in range(rng.integers(1, 3)):
-            wall(make_bookshelf(rng, P(density)))
-        if rng.random() < 0.4:
-            table = make_table(rng, P(density))
-            placed = room.place_free(table, margin=1.0)
-            if placed:
-                room.chairs_around(*placed, table, int(rng.integers(2, 5)), density)
-    else:  # dining
+    if rng.random() < 0.8:
         table = make_table(rng, P(density))
-        placed = room.place_free(table, margin=1.0)
+        placed = room.place_free(table, margin=0.9)
         if placed:
-            room.chairs_around(*placed, table, int(rng.integers(3, 7)), density)
-        for _ in range(rng.integers(2, 4)):
-            wall(make_cabinet(rng, P(density), tall=rng.random() < 0.25))
-        if rng.random() < 0.4:
-            wall(make_bookshelf(rng, P(density)))
-        if rng.random() < 0.4:
-            desk = make_desk(rng, P(density))
-            placed = wall(desk)
-            if placed:
-                room.desk_chair(*placed, desk, density)
-        if rng.random() < 0.3:
-            wall(make_sofa(rng, P(density)))
+            room.chairs_around(*placed, table, int(rng.integers(2, 5)), density)
+    for _ in range(rng.integers(1, 3)):
+        desk = make_desk(rng, P(density))
+        placed = wall(desk)
+        if placed:
+            room.desk_chair(*placed, desk, density)
+    if rng.random() < 0.75:
+        wall(make_bookshelf(rng, P(density)))
+    for _ in range(rng.integers(1, 3)):
+        wall(make_cabinet(rng, P(density), tall=rng.random() < 0.3))
+    for _ in range(rng.integers(0, 2)):
+        room.place_free(make_chair(rng, P(density)), yaw=float(rng.uniform(0, 2 * math.pi)))
 
 
 def punch_holes(rng: np.random.Generator, pts: np.ndarray, count: int) -> np.ndarray:
@@ -703,16 +670,18 @@ def generate_room(config: SyntheticScanNetConfig, index: int) -> tuple[np.ndarra
     room = Room(rng, config)
     # Density so that the expected point count is ``points_per_scene``: walls + floor + ~35% for furniture.
     perimeter = sum(e.length for e in room.edges)
-    area = room.width * room.depth - (0 if room.cut is None else (room.cut[2] - room.cut[0]) * (room.cut[3] - room.cut[1]))
+    area = room.width * room.depth
+    if room.cut is not None:
+        area -= (room.cut[2] - room.cut[0]) * (room.cut[3] - room.cut[1])
     density = config.points_per_scene / (1.35 * (perimeter * room.height + area))
-    for _ in range(1 if rng.random() < 0.75 else 2):
+    for _ in range(1 if rng.random() < 0.5 else 2):
         room.add_door(density)
     for _ in range(rng.integers(1, 4)):
         room.add_window(density)
     for window in list(room.windows):
         if rng.random() < 0.55:
             room.add_curtains(window, density)
-    furnish(room, ROOM_TYPES[int(rng.integers(len(ROOM_TYPES)))], density)
+    furnish(room, density)
     room.structure(density)
     pts, cols, labs = room.points()
     keep = punch_holes(rng, pts, int(rng.integers(3, 9)))

@@ -6,15 +6,17 @@ point removed by the clip box). Voxel labels follow MinkowskiEngine: a voxel who
 (``label_mode="ignore"``, the original), or, as an option, it takes the most frequent valid label
 (``label_mode="majority"``, ties -> smallest label). Both are vectorised (one sort, no Python loop over points).
 
-Order (as in the original): clip around the scene/camera centre (shifted by the translation augmentation), rotate
-(random order of the axes), scale by U(scale_bound) / voxel_size, floor, shift so the minimum is 0, quantise.
+Order: clip around the scene/camera centre (shifted by the translation augmentation), optional elastic warp, rotate
+(random order of the axes), scale by U(scale_bound) / voxel_size, floor, shift so the minimum is 0, quantise. The
+original warped before clipping; with no clip box (ScanNet) that is the same, and warping after the clip keeps the
+noise grid bounded on large outdoor frames. ``transform`` describes the un-warped mapping.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -135,32 +137,35 @@ class Voxelizer:
 
     def voxelize_frames(self, frames: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]], *,
                         rng: np.random.Generator | None = None, temporal: bool = True,
-                        rotation: np.ndarray | None = None) -> Voxelized:
+                        rotation: np.ndarray | None = None,
+                        warp: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None) -> Voxelized:
         """Voxelise frames with ONE rotation/scale/translation; with ``temporal`` the frame position is a 4th
         coordinate column. Each frame is clipped around its own centre (the camera for Synthia4D).
 
         ``rng`` draws the augmentation (None: none); ``rotation`` is an extra fixed 3x3 rotation applied first
-        (test-time voting rotates every scene by given angles)."""
+        (test-time voting rotates every scene by given angles); ``warp(xyz, rng)`` (the elastic distortion) is
+        applied to the clipped points of all frames at once, i.e. one displacement field per sample."""
         linear = self.sample_linear(rng)
         if rotation is not None:
             linear = linear @ np.asarray(rotation, dtype=np.float64)
         ratio = self.sample_translation_ratio(rng)
-        grids, feats, labels, inverse_parts, kept_ids = [], [], [], [], []
+        points, feats, labels, kept_ids, times = [], [], [], [], []
         offset = 0
         for t, (xyz, f, lab, center) in enumerate(frames):
             xyz = np.asarray(xyz, dtype=np.float64)
-            keep = self.clip_mask(xyz, center, ratio)
-            ids = np.nonzero(keep)[0]
-            grid = np.floor(xyz[ids] @ linear.T)
-            if temporal:
-                grid = np.column_stack([grid, np.full(len(ids), t)])
-            grids.append(grid)
+            ids = np.nonzero(self.clip_mask(xyz, center, ratio))[0]
+            points.append(xyz[ids])
             feats.append(np.asarray(f)[ids])
             labels.append(np.asarray(lab)[ids])
             kept_ids.append(ids + offset)
-            inverse_parts.append(len(xyz))
+            times.append(np.full(len(ids), t))
             offset += len(xyz)
-        grid = np.concatenate(grids)
+        xyz = np.concatenate(points)
+        if warp is not None and rng is not None and len(xyz):
+            xyz = warp(xyz, rng)
+        grid = np.floor(xyz @ linear.T)
+        if temporal:
+            grid = np.column_stack([grid, np.concatenate(times)])
         shift = np.zeros(grid.shape[1])
         if len(grid):
             shift[:3] = grid[:, :3].min(0)

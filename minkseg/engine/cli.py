@@ -41,7 +41,7 @@ def run_stage(stage: str, fn: Callable[..., Mapping[str, Any] | Any], argv: list
         print(f"minkseg {stage}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT):
+        if exc.errno in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT, errno.EFBIG):
             print(f"minkseg {stage}: error: cannot write {exc.filename or 'output'}: {exc.strerror}; free disk space "
                   "or fix the folder's permissions, then re-run (inputs were not modified)", file=sys.stderr)
             return EXIT_USER_ERROR

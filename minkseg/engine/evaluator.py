@@ -130,7 +130,9 @@ class Evaluator:
 
     @classmethod
     def from_params(cls, params: Params, model: nn.Module, **kwargs: Any) -> "Evaluator":
-        """An evaluator configured from params.yaml (device, voting angles and axis, ignore label, AMP)."""
+        """An evaluator configured from params.yaml (device, voting angles and axis, ignore label, AMP, threads)."""
+        if params.base.num_threads > 0:
+            torch.set_num_threads(params.base.num_threads)
         kwargs.setdefault("device", params.base.device)
         kwargs.setdefault("rotation_angles", params.evaluate.rotation_angles)
         kwargs.setdefault("rotation_axis", params.evaluate.rotation_axis)
@@ -182,8 +184,15 @@ class Evaluator:
             batched = np.concatenate([np.zeros((count, 1), dtype=np.int32), voxel_coords.astype(np.int32)], axis=1)
             batch = {"coordinates": torch.from_numpy(batched),
                      "features": torch.as_tensor(np.asarray(view["features"]), dtype=torch.float32)}
-            with self._autocast():
-                logits = logits_of(self.model(self.input_builder(batch, self.device)))
+            try:
+                with self._autocast():
+                    logits = logits_of(self.model(self.input_builder(batch, self.device)))
+            except torch.OutOfMemoryError:
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                raise EngineError(f"scene {name}: out of memory on {count} voxels; raise voxelize.voxel_size or set "
+                                  "voxelize.clip_bound, or evaluate on a device with more memory (base.device)") \
+                    from None
             if logits.shape != (count, self.num_classes):
                 raise EngineError(f"scene {name}: the model returned logits {tuple(logits.shape)} for {count} voxels "
                                   f"and {self.num_classes} classes")

@@ -9,18 +9,18 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import torch
 
-from minkseg.atomic import atomic_open, atomic_write_json
+from minkseg.atomic import atomic_write_json, check_writable
 from minkseg.config import Params
 from minkseg.engine import distributed
-from minkseg.engine.checkpoints import load_torch
+from minkseg.engine.checkpoints import load_torch, save_torch
 from minkseg.engine.errors import EngineError
 from minkseg.engine.evaluator import Evaluator, write_evaluation
 from minkseg.engine.tracking import flatten_metrics, make_tracker
-from minkseg.engine.trainer import Trainer
+from minkseg.engine.trainer import Trainer, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +87,12 @@ def run_download(params: Params, paths: PipelinePaths = PipelinePaths(), progres
 
     dataset = params.base.dataset
     external = _external_root(params)
+    check_writable(paths.raw.parent)  # a read-only dataset folder of the user's is fine: it is only read
     synthetic = params.download.synthetic.model_dump()
+    # Only the splits that will be preprocessed must be present in a user's copy (ScanNet's test scans are optional).
     report = prepare_raw(dataset, external or paths.raw, urls=params.download.synthia_urls, synthetic=synthetic,
-                         seed=params.base.seed, workers=params.preprocess.num_workers, progress=progress)
+                         seed=params.base.seed, splits=tuple(params.preprocess.splits),
+                         workers=params.preprocess.num_workers, progress=progress)
     summary = {"dataset": dataset, "location": str(external or paths.raw), **_report_fields(report)}
     if external is not None:
         paths.raw.mkdir(parents=True, exist_ok=True)
@@ -109,6 +112,7 @@ def _jsonable(value: Any) -> bool:
 def run_preprocess(params: Params, paths: PipelinePaths = PipelinePaths(), progress: bool = True) -> Mapping:
     from minkseg.data import preprocess
 
+    check_writable(paths.preprocessed.parent)
     return preprocess(params.base.dataset, raw_location(params, paths), paths.preprocessed,
                       splits=tuple(params.preprocess.splits), workers=params.preprocess.num_workers,
                       progress=progress)
@@ -118,6 +122,7 @@ def run_voxelize(params: Params, paths: PipelinePaths = PipelinePaths(), progres
     from minkseg.data import voxelize_split
 
     v = params.voxelize
+    check_writable(paths.voxelized.parent)
     return voxelize_split(paths.preprocessed, paths.voxelized, splits=(params.evaluate.split,),
                           voxel_size=v.voxel_size, clip_bound=_clip(v.clip_bound), label_mode=v.label_mode,
                           temporal_numseq=v.temporal_numseq, temporal_dilation=v.temporal_dilation,
@@ -150,12 +155,16 @@ def run_train(params: Params, paths: PipelinePaths = PipelinePaths(), progress: 
 
     distributed.relaunch_from_params(params.base)  # replaces this process with torchrun when > 1 process
     dist = distributed.init_from_env("cuda" if params.base.device == "cuda" else "cpu")
+    if dist.is_main:  # fail in the first second, not after days of training
+        for directory in (paths.checkpoints, paths.model.parent, paths.metrics):
+            check_writable(directory)
     spec = _dataset_spec(params)
     v, t = params.voxelize, params.train
     train_set = TrainDataset(paths.preprocessed, "train", voxel_size=v.voxel_size, clip_bound=_clip(v.clip_bound),
                              augment=t.augment, label_mode=v.label_mode, temporal_numseq=v.temporal_numseq,
                              temporal_dilation=v.temporal_dilation)
     val_set = VoxelizedDataset(paths.voxelized, params.evaluate.split)
+    seed_everything(params.base.seed)  # the initial weights are part of "same params, same result"
     model = build_network(params)
 
     def tracker(run_id: str | None):
@@ -191,16 +200,15 @@ def save_trained_model(path: Path, state: Mapping[str, torch.Tensor], params: Pa
                "num_classes": spec.num_classes, "dimension": spec.dimension,
                "conv1_kernel_size": params.train.conv1_kernel_size, "bn_momentum": params.train.bn_momentum,
                "class_names": list(spec.class_names), "dataset": spec.name}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(path, "wb") as handle:
-        torch.save(payload, handle)
-    return path
+    return save_torch(payload, path)
 
 
 def load_trained_model(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild the network a train stage saved (weights_only loading: a tampered file cannot run code)."""
     from minkseg.nn import build_model
 
+    if not Path(path).is_file():
+        raise EngineError(f"{path}: not found; run the train stage first (dvc repro)")
     payload = load_torch(path)
     if not isinstance(payload, dict) or "state_dict" not in payload or "model" not in payload:
         raise EngineError(f"{path}: not a MinkSeg model file (no 'model'/'state_dict'); re-run the train stage")
@@ -213,6 +221,18 @@ def load_trained_model(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
         raise EngineError(f"{path}: weights do not fit {payload['model']} with {payload['num_classes']} classes "
                           f"({str(exc).splitlines()[0]}); re-run the train stage") from None
     return model, payload
+
+
+def _check_model_fits_dataset(path: Path, payload: Mapping[str, Any], params: Params) -> None:
+    """A model file of another label space or dimension would be scored against the wrong classes; refuse it
+    before any scene is read (a file from another dataset with the same classes is fine)."""
+    spec = _dataset_spec(params)
+    same = (int(payload["num_classes"]) == spec.num_classes and int(payload["dimension"]) == spec.dimension
+            and list(payload.get("class_names", spec.class_names)) == list(spec.class_names))
+    if not same:
+        raise EngineError(f"{path}: was trained on {payload.get('dataset', 'another dataset')} with "
+                          f"{payload['num_classes']} classes but base.dataset is {spec.name} with {spec.num_classes} "
+                          "classes; re-run the train stage (dvc repro)")
 
 
 class _VotingScenes:
@@ -241,7 +261,10 @@ class _VotingScenes:
 
 def run_evaluate(params: Params, paths: PipelinePaths = PipelinePaths(), progress: bool = True) -> Mapping:
     """Score the trained model on every point of the evaluation split; metrics JSON, plots, PLY and PNG exports."""
+    for directory in (paths.predictions, paths.metrics):
+        check_writable(directory)
     model, payload = load_trained_model(paths.model)
+    _check_model_fits_dataset(paths.model, payload, params)
     evaluator = Evaluator.from_params(params, model, num_classes=int(payload["num_classes"]),
                                       class_names=payload["class_names"])
     result = evaluator.evaluate(_VotingScenes(params, paths), export_dir=paths.predictions,

@@ -11,6 +11,7 @@ anything, and the result no longer depends on the number of loader workers.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from typing import Any, Iterator, Sequence
@@ -18,6 +19,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
+
+log = logging.getLogger(__name__)
 
 __all__ = ["sample_seed", "EpochOrder", "ResumableBatchSampler", "SeededDataset", "ShardSampler",
            "limit_batch_points"]
@@ -128,6 +131,10 @@ class ShardSampler(Sampler[int]):
         return len(self.indices)
 
 
+def _name(sample: Any) -> str:
+    return str(sample.get("name", "?")) if isinstance(sample, dict) else "?"
+
+
 def _num_points(sample: Any) -> int:
     coordinates = sample["coordinates"] if isinstance(sample, dict) else sample[0]
     return int(len(coordinates))
@@ -144,13 +151,26 @@ class limit_batch_points:  # noqa: N801 - used like a function wrapper
     def __init__(self, collate_fn: Any, limit: int) -> None:
         self.collate_fn = collate_fn
         self.limit = limit
+        self._warned: set[str] = set()  # say it once per scene (and once for truncation), not every epoch
+
+    def _warn_once(self, key: str, message: str, *args: Any) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message, *args)
 
     def __call__(self, samples: Sequence[Any]) -> Any:
         if self.limit > 0:
             kept, total = [], 0
             for sample in samples:
                 count = _num_points(sample)
+                if count > self.limit:
+                    name = _name(sample)
+                    self._warn_once(f"scene:{name}", "scene %s has %d voxels, more than train.train_limit_numpoints "
+                                    "(%d); it is trained alone in its batch", name, count, self.limit)
                 if kept and total + count > self.limit:
+                    self._warn_once("truncated", "batches are cut to stay within train.train_limit_numpoints (%d "
+                                    "voxels), e.g. %d of %d scenes kept; the others are left out of that batch",
+                                    self.limit, len(kept), len(samples))
                     break
                 kept.append(sample)
                 total += count

@@ -5,22 +5,33 @@ relative to the working directory would scatter runs over temporary folders that
 always ``<repo root>/mlflow.db`` (artifacts in ``<repo root>/mlartifacts``), where the root is found from
 ``DVC_ROOT`` (set by DVC for stage commands) or git, climbing out of ``.dvc/tmp/exps`` copies. With tracking
 disabled, :class:`Tracker` is a no-op and MLflow is never imported -- nothing tries to reach a server.
+
+Two runs at once (two `dvc exp run --temp`, or a train and an evaluate) share that one sqlite file. MLflow creates
+and migrates its tables on first use and two processes doing so together crash half-way (a duplicate
+``ALTER TABLE``, an alembic version mismatch); so opening the store and creating the run happen under an
+exclusive lock on ``mlflow.db.lock`` next to the database. Logging afterwards is ordinary sqlite locking.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no inter-process lock (concurrent first use of a new store is then unsafe)
+    fcntl = None  # type: ignore[assignment]
 
 from minkseg.config import MlflowParams
 
-__all__ = ["find_repo_root", "default_tracking_uri", "run_tags", "Tracker", "MlflowTracker", "make_tracker",
-           "flatten_metrics"]
+__all__ = ["find_repo_root", "default_tracking_uri", "run_tags", "store_lock", "Tracker", "MlflowTracker",
+           "make_tracker", "flatten_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +85,29 @@ def run_tags(root: str | os.PathLike[str] | None = None, stage: str | None = Non
     return tags
 
 
+def _sqlite_file(tracking_uri: str) -> Path | None:
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    name = tracking_uri[len("sqlite:///"):]
+    return None if name in ("", ":memory:") else Path(name if name.startswith("/") else name)
+
+
+@contextlib.contextmanager
+def store_lock(tracking_uri: str) -> Iterator[None]:
+    """Exclusive across processes for a sqlite store (``<db>.lock``); a no-op for any other store."""
+    database = _sqlite_file(tracking_uri)
+    if database is None or fcntl is None:
+        yield
+        return
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{database}.lock", "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 class Tracker:
     """The tracking interface; this base class records nothing (tracking disabled, or a non-zero DDP rank)."""
 
@@ -109,15 +143,16 @@ class MlflowTracker(Tracker):
                  tags: Mapping[str, str] | None = None) -> None:
         from mlflow.tracking import MlflowClient
 
-        self.client = MlflowClient(tracking_uri=tracking_uri)
         self.tracking_uri = tracking_uri
-        if run_id is not None:  # continue a resumed training run
-            self.run_id = run_id
-            self.client.update_run(run_id, status="RUNNING")
-        else:
-            experiment_id = self._experiment(experiment_name, artifact_root)
-            run = self.client.create_run(experiment_id, run_name=run_name, tags=dict(tags or {}))
-            self.run_id = run.info.run_id
+        with store_lock(tracking_uri):  # the first access creates/migrates the tables: one process at a time
+            self.client = MlflowClient(tracking_uri=tracking_uri)
+            if run_id is not None:  # continue a resumed training run
+                self.run_id = run_id
+                self.client.update_run(run_id, status="RUNNING")
+            else:
+                experiment_id = self._experiment(experiment_name, artifact_root)
+                run = self.client.create_run(experiment_id, run_name=run_name, tags=dict(tags or {}))
+                self.run_id = run.info.run_id
         self._finished = False
 
     def _experiment(self, name: str, artifact_root: Path | None) -> str:

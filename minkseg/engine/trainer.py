@@ -44,6 +44,9 @@ __all__ = ["Trainer", "TrainResult", "sparse_input", "logits_of", "resolve_devic
 
 log = logging.getLogger(__name__)
 
+# torch's BatchNorm refusal of a single value per channel in training mode (a one-voxel coarsest level).
+_BATCH_NORM_NEEDS_TWO = "Expected more than 1 value per channel when training"
+
 # Train params that change how fast a run goes but not what it computes: resuming across them is exact.
 _NOT_IN_FINGERPRINT = {"num_workers", "checkpoint_every"}
 
@@ -137,6 +140,21 @@ def write_curves(directory: str | Path, curves: Mapping[str, Sequence[Mapping[st
     return written
 
 
+def _out_of_memory(when: str, batch: Mapping[str, Any], fix: str) -> EngineError:
+    """One line naming the scenes of the batch that did not fit and the params that shrink it.
+
+    Why not retry with half the batch: that would change the gradient of that step and break the guarantee that
+    the same params give the same weights; the user chooses the smaller batch in params.yaml instead.
+    """
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    names = [str(name) for name in batch.get("names") or []]
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    voxels = len(batch["coordinates"]) if "coordinates" in batch else "?"
+    scenes = f" from scenes {shown}" if names else ""
+    return EngineError(f"out of memory {when} on a batch of {voxels} voxels{scenes}; {fix}")
+
+
 @dataclass
 class TrainResult:
     """What :meth:`Trainer.fit` hands back; ``best_state`` is the weights to ship (last ones without validation)."""
@@ -226,6 +244,8 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
         self.train_dataset = train_dataset
+        if len(train_dataset) == 0:
+            raise EngineError("the training set is empty; check the train split and the preprocess stage's output")
         self.order = EpochOrder(len(train_dataset), seed, world_size=self.dist.world_size, rank=self.dist.rank)
         self.batch_sampler = ResumableBatchSampler(self.order, params.batch_size)
         collate = limit_batch_points(collate_fn, params.train_limit_numpoints)
@@ -341,9 +361,25 @@ class Trainer:
             return logits.sum() * 0.0  # nothing annotated: a zero loss that still touches every parameter (DDP)
         return self.criterion(logits.float(), labels)
 
-    def _step(self, batches: Iterator[Mapping[str, Any]]) -> torch.Tensor:
+    def _skip_tiny_batch(self, batch: Mapping[str, Any]) -> None:
+        """A batch whose coarsest level holds one voxel (a tiny scene alone in its batch) cannot be batch-normalised
+        in training mode. One process skips it (a warning names the scenes; the layers before the failing batch norm
+        have already counted it in their running statistics, identically in every run). Under DDP skipping on one
+        rank would hang the others in the gradient all-reduce, so there it is a clear error instead."""
+        names = ", ".join(str(name) for name in batch.get("names") or []) or "?"
+        voxels = len(batch["coordinates"]) if "coordinates" in batch else "?"
+        what = (f"iteration {self.iteration + 1}: a batch of {voxels} voxels from scenes {names} has too few voxels "
+                "for batch norm at the network's coarsest level")
+        if self.dist.is_distributed:
+            raise EngineError(f"{what}; raise train.batch_size or lower voxelize.voxel_size")
+        log.warning("%s; skipped it (raise train.batch_size or lower voxelize.voxel_size if this repeats)", what)
+
+    def _step(self, batches: Iterator[Mapping[str, Any]]) -> torch.Tensor | None:
+        """One optimizer step over ``grad_accum`` batches; returns the summed loss, or None when every batch of the
+        step had to be skipped (then the weights do not change)."""
         accum = self.params.grad_accum
         step_loss = torch.zeros((), device=self.device)
+        used = 0
         for micro in range(accum):
             batch = next(batches)
             self.batches_seen += 1
@@ -351,11 +387,25 @@ class Trainer:
                     and micro < accum - 1 else contextlib.nullcontext())
             with sync:
                 labels = self._labels(batch)
-                with self._autocast():
-                    output = self.model(self.input_builder(batch, self.device))
-                loss = self._loss(logits_of(output), labels) / accum
-                self.scaler.scale(loss).backward()
+                try:
+                    with self._autocast():
+                        output = self.model(self.input_builder(batch, self.device))
+                    loss = self._loss(logits_of(output), labels) / accum
+                    self.scaler.scale(loss).backward()
+                except torch.OutOfMemoryError:
+                    raise _out_of_memory(f"in iteration {self.iteration + 1}", batch,
+                                         "lower train.batch_size or train.train_limit_numpoints (or raise "
+                                         "voxelize.voxel_size), then re-run") from None
+                except ValueError as exc:
+                    if _BATCH_NORM_NEEDS_TWO not in str(exc):
+                        raise
+                    self._skip_tiny_batch(batch)
+                    continue
             step_loss += loss.detach()
+            used += 1
+        if used == 0:
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
         if not torch.isfinite(step_loss):
             raise EngineError(f"the training loss became {float(step_loss)} at iteration {self.iteration + 1}; "
                               "lower train.lr, or set train.amp: none if mixed precision is on")
@@ -378,8 +428,13 @@ class Trainer:
         with rng_guard():
             for batch in self.val_loader:
                 labels = self._labels(batch)
-                with self._autocast():
-                    logits = logits_of(model(self.input_builder(batch, self.device)))
+                try:
+                    with self._autocast():
+                        logits = logits_of(model(self.input_builder(batch, self.device)))
+                except torch.OutOfMemoryError:
+                    raise _out_of_memory(f"validating after iteration {self.iteration}", batch,
+                                         "lower train.val_batch_size (or raise voxelize.voxel_size), then re-run") \
+                        from None
                 confusion += confusion_matrix(labels, logits.argmax(dim=1), self.num_classes, self.ignore_label)
         model.train(was_training)
         confusion = distributed.all_reduce_array(confusion)
@@ -448,6 +503,8 @@ class Trainer:
     def _log_train(self, loss_sum: torch.Tensor, count: int, lr: float) -> None:
         reduced = distributed.all_reduce_sum(torch.stack([loss_sum.double().cpu(), torch.tensor(float(count),
                                                                                                 dtype=torch.float64)]))
+        if float(reduced[1]) == 0:  # every step of the window was skipped: no loss to report
+            return
         loss = float(reduced[0] / reduced[1])
         row = {"step": self.iteration, "loss": loss, "lr": lr}
         self.curves["train"].append(row)
@@ -492,12 +549,15 @@ class Trainer:
                 lr = set_learning_rate(self.optimizer, self.base_lrs, self.schedule(self.iteration))
                 loss = self._step(batches)
                 self.iteration += 1
-                window_loss += loss
-                window_count += 1
+                if loss is not None:
+                    window_loss += loss
+                    window_count += 1
                 last = self.iteration == p.iterations
                 if self.iteration % p.log_every == 0 or last:
                     self._log_train(window_loss, window_count, lr)
-                    bar.set_postfix(loss=f"{self.curves['train'][-1]['loss']:.4f}", lr=f"{lr:.2e}", refresh=False)
+                    if self.curves["train"]:
+                        bar.set_postfix(loss=f"{self.curves['train'][-1]['loss']:.4f}", lr=f"{lr:.2e}",
+                                        refresh=False)
                     window_loss, window_count = torch.zeros((), device=self.device), 0
                 if self.val_loader is not None and ((p.val_every and self.iteration % p.val_every == 0) or last):
                     metrics = self._run_validation()

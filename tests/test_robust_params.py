@@ -1,0 +1,75 @@
+"""Issue 6, case 6 (bad params.yaml) and case 11 (CUDA requested without a GPU), at the stage boundary.
+
+Every bad value must stop the *first* stage with exit status 2 and one line naming the file and the key path,
+before anything is written; params that only fail later (an unknown network, class weights of the wrong length)
+are caught up front too, so `dvc repro` does not preprocess for hours and then fail in train.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.robust_workspace import (copy_workspace, error_line, leftovers, run_stage_here, shared_workspace,
+                                    snapshot, tiny_params, write_params)
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"base__dataset": "kitti"}, "bad.yaml: base.dataset: must be one of 'synthetic-scannet', 'scannet', "
+                                 "'synthia4d' or 'synthetic-synthia4d' (got 'kitti')"),
+    ({"train__model": "Res16UNet14Z"}, "bad.yaml: train.model: unknown network 'Res16UNet14Z'; did you mean "),
+    ({"train__model": "PointNet"}, "bad.yaml: train.model: unknown network 'PointNet'; e.g. Res16UNet14A"),
+    ({"voxelize__voxel_size": 0}, "bad.yaml: voxelize.voxel_size: must be > 0 (got 0)"),
+    ({"voxelize__voxel_size": -0.02}, "bad.yaml: voxelize.voxel_size: must be > 0 (got -0.02)"),
+    ({"train__batch_size": 0}, "bad.yaml: train.batch_size: must be > 0 (got 0)"),
+    ({"train__lr": "0.1x"}, "bad.yaml: train.lr: must be a number (got '0.1x')"),
+    ({"train__iterations": "many"}, "bad.yaml: train.iterations: must be a whole number (got 'many')"),
+    ({"train__augment": "yes please"}, "bad.yaml: train.augment: must be true or false (got 'yes please')"),
+    ({"voxelize__clip_bound": "datset"}, "bad.yaml: voxelize.clip_bound: must be dataset, null, or three "
+                                         "[min, max] pairs"),
+    ({"train__class_weights": [1.0, 2.0]}, "bad.yaml: train.class_weights: has 2 values but synthetic-scannet "
+                                           "has 20 classes"),
+])
+def test_bad_params_stop_the_first_stage_before_it_writes(tmp_path, capsys, monkeypatch, edit, message):
+    write_params(tmp_path, tiny_params(**edit), "bad.yaml")
+    code, stderr = run_stage_here(tmp_path, "download", capsys, monkeypatch, "--params", "bad.yaml")
+    assert code == 2
+    assert error_line(stderr, "download").startswith(f"minkseg download: error: {message}"), stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]  # nothing written, not even data/
+
+
+def test_every_stage_refuses_bad_params_and_keeps_its_outputs(tmp_path_factory, tmp_path, capsys, monkeypatch):
+    root = copy_workspace(shared_workspace(tmp_path_factory), tmp_path / "ws")
+    write_params(root, tiny_params(train__batch_size=0, voxelize__voxel_size=-1), "bad.yaml")
+    before = snapshot(root)
+    for stage in ("download", "preprocess", "voxelize", "train", "evaluate"):
+        code, stderr = run_stage_here(root, stage, capsys, monkeypatch, "--params", "bad.yaml")
+        assert code == 2
+        line = error_line(stderr, stage)
+        assert "bad.yaml: voxelize.voxel_size: must be > 0 (got -1)" in line  # both keys, one line each
+        assert "bad.yaml: train.batch_size: must be > 0 (got 0)" in stderr
+    assert snapshot(root) == before and leftovers(root) == []
+
+
+def test_missing_params_file_and_broken_yaml(tmp_path, capsys, monkeypatch):
+    code, stderr = run_stage_here(tmp_path, "train", capsys, monkeypatch, "--params", "nope.yaml")
+    assert code == 2
+    assert error_line(stderr, "train") == ("minkseg train: error: nope.yaml: file not found; run from the "
+                                           "repository root or pass the params file's path")
+    (tmp_path / "params.yaml").write_text("base:\n  seed: [1\n")
+    code, stderr = run_stage_here(tmp_path, "train", capsys, monkeypatch)
+    assert code == 2 and "params.yaml: line 3, column 1: invalid YAML" in error_line(stderr, "train")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown where no GPU is visible")
+@pytest.mark.parametrize("stage", ["train", "evaluate"])
+def test_cuda_requested_without_a_gpu_is_one_clear_line(tmp_path_factory, tmp_path, capsys, monkeypatch, stage):
+    root = copy_workspace(shared_workspace(tmp_path_factory), tmp_path / "ws")
+    write_params(root, tiny_params(base__device="cuda"))
+    before = snapshot(root)
+    code, stderr = run_stage_here(root, stage, capsys, monkeypatch)
+    assert code == 2
+    assert error_line(stderr, stage) == (f"minkseg {stage}: error: base.device is cuda but no CUDA device is "
+                                         "visible to PyTorch; set base.device: cpu (or auto), or install a CUDA "
+                                         "build of torch")
+    assert snapshot(root) == before and leftovers(root) == []

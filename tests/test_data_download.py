@@ -147,7 +147,7 @@ def test_safe_archive_extracts_with_internal_links_and_nested_bz2(tmp_path):
     assert (raw / "SEQ/latest").read_bytes() == b"ply" and (raw / "SEQ/copy.ply").read_bytes() == b"ply"
     assert not (raw / "SEQ.tar.bz2").exists()  # inner archives are removed once extracted
     assert extract_archive(raw / "Synthia4D.tar", raw, "abc") == []  # recorded: not extracted twice
-    assert not [p for p in raw.iterdir() if p.name.startswith(".extract-")]
+    assert not [p for p in raw.iterdir() if p.name.startswith(".extract")]
 
 
 def test_truncated_archive_is_reported(tmp_path):

@@ -118,7 +118,7 @@ def test_label_file_must_match_the_mesh(tmp_path):
     with pytest.raises(DataError, match="vertex positions differ"):
         preprocess("synthetic-scannet", tmp_path / "raw", tmp_path / "pre", progress=False)
     (tmp_path / "raw/scans/scene0000_00/scene0000_00_vh_clean_2.ply").unlink()
-    with pytest.raises(DataError, match="lacks 1 required files"):
+    with pytest.raises(DataError, match=r"scannetv2_train.txt names 1 scene\(s\) whose files are missing"):
         preprocess("synthetic-scannet", tmp_path / "raw", tmp_path / "pre", progress=False)
 
 

@@ -3,6 +3,8 @@
 Why whole directories: the preprocess and voxelize stages produce hundreds of files; if one scene fails, the
 previous complete output directory must stay as it was rather than become a mix of old and new files. So the new
 content is built in a hidden staging directory next to the target and swapped in with ``os.replace`` at the end.
+A run killed with SIGKILL cannot remove its staging directory; like the temporary files of :mod:`minkseg.atomic`
+it carries its writer's host and pid, and the next run into the same folder removes it once that writer is gone.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import Iterator, Mapping
 
 import numpy as np
 
-from minkseg.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from minkseg.atomic import (atomic_write_bytes, atomic_write_json, atomic_write_text, remove_stale_temporaries,
+                            temporary_prefix)
 
 __all__ = ["atomic_directory", "save_npz_atomic", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
 
@@ -38,7 +41,9 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    for suffix in (".partial", ".old"):  # left behind by a killed run (its writer is gone)
+        remove_stale_temporaries(path.parent, suffix)
+    staging = Path(tempfile.mkdtemp(prefix=temporary_prefix(path.name), suffix=".partial", dir=path.parent))
     try:
         yield staging
     except BaseException:
@@ -47,7 +52,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     os.chmod(staging, 0o755)
     old = None
     if path.exists() or path.is_symlink():
-        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+        old = Path(tempfile.mkdtemp(prefix=temporary_prefix(path.name), suffix=".old", dir=path.parent))
         os.rmdir(old)
         os.replace(path, old)
     os.replace(staging, path)

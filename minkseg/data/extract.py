@@ -17,9 +17,18 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from minkseg.atomic import remove_stale_temporaries, temporary_prefix
 from minkseg.data.errors import DataError
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+class CorruptArchiveError(DataError):
+    """The archive cannot be read to its end; ``detail`` is the reader's own words (for a caller's message)."""
+
+    def __init__(self, message: str, detail: str) -> None:
+        super().__init__(message)
+        self.detail = detail
 COPY_CHUNK = 1 << 20
 
 
@@ -136,7 +145,8 @@ def safe_extract(archive: str | os.PathLike, target_dir: str | os.PathLike) -> l
     """
     archive, target = Path(archive), Path(target_dir)
     target.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=target))
+    remove_stale_temporaries(target, ".partial")  # the staging folder of an extraction that was killed
+    staging = Path(tempfile.mkdtemp(prefix=temporary_prefix("extract"), suffix=".partial", dir=target))
     try:
         try:
             with tarfile.open(archive, mode="r|*") as tar:
@@ -144,7 +154,8 @@ def safe_extract(archive: str | os.PathLike, target_dir: str | os.PathLike) -> l
         except FileNotFoundError:
             raise DataError(f"{archive}: archive not found; re-run the download stage") from None
         except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
-            raise DataError(f"{archive}: corrupt or truncated archive ({exc}); delete it and re-download") from None
+            raise CorruptArchiveError(f"{archive}: corrupt or truncated archive ({exc}); delete it and re-download",
+                                      detail=str(exc)) from None
         for child in list(staging.iterdir()):
             _merge_move(child, target / child.name)
     finally:

@@ -86,7 +86,7 @@ def _fail(path: Path, problem: str, fix: str = _FIX) -> DataError:
 
 def _parse_header(path: Path, head: bytes) -> PlyHeader:
     end = head.find(b"end_header")
-    if not head.startswith(b"ply"):
+    if head.split(b"\n", 1)[0].rstrip(b"\r") != b"ply":  # exactly "ply": "plyx" or "ply 2" is no PLY
         raise _fail(path, "not a PLY file (the first line must be 'ply')", "check the path points to a .ply file")
     if end < 0:
         raise _fail(path, "PLY header has no 'end_header' line (file truncated or not a PLY)")

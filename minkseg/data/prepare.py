@@ -1,8 +1,9 @@
 """Download stage logic: make the raw data of a dataset available in its raw layout.
 
 * ``scannet``: nothing can be fetched (terms of use); the local copy is checked and every missing file reported.
-* ``synthia4d``: every archive URL (default: the paper's ``Synthia4D.tar``) is downloaded resumably into the raw
-  folder, checked against its size/sha256 record, and safely extracted together with the ``*.tar.bz2`` inside.
+* ``synthia4d``: every archive URL (default: the paper's ``Synthia4D.tar``; ``<url>#sha256=<hex>`` pins its
+  checksum) is downloaded resumably into the raw folder, checked against its size/sha256 record, and safely
+  extracted together with the ``*.tar.bz2`` inside.
   A folder that already holds the split frames is only checked.
 * ``synthetic-scannet``: rooms are generated straight into the ScanNet layout.
 * ``synthetic-synthia4d``: sequences are packed into a ``Synthia4D.tar`` of inner ``.tar.bz2`` files, which then
@@ -17,15 +18,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 from urllib.parse import urlparse
 
 from minkseg.data.atomic import atomic_directory, atomic_write_json
-from minkseg.data.download import download, record_file, verify_file
+from minkseg.data.download import download, record_file, sidecar_path, verify_file
 from minkseg.data.errors import DataError
-from minkseg.data.extract import safe_extract
+from minkseg.data.extract import CorruptArchiveError, safe_extract
 from minkseg.data.preprocess import check_raw
 from minkseg.data.registry import get_spec
 from minkseg.data.synthetic_scannet import SyntheticScanNetConfig, generate_synthetic_scannet
@@ -71,12 +73,33 @@ def extract_archive(archive: str | os.PathLike, raw_dir: str | os.PathLike, sha2
     inner = [n for n in names if n.endswith(".tar.bz2")]
     for name in inner:
         path = raw_dir / name
-        safe_extract(path, path.parent)
+        try:
+            safe_extract(path, path.parent)
+        except DataError as exc:
+            # The inner file is our own copy out of the archive: remove it (a re-run extracts it again) and name
+            # the file the user can act on -- the downloaded archive.
+            path.unlink(missing_ok=True)
+            fix = f"delete {archive} and {sidecar_path(archive).name} and re-run the download stage"
+            if isinstance(exc, CorruptArchiveError):
+                raise DataError(f"{name} inside {archive} is corrupt or truncated ({exc.detail}); {fix}") from None
+            raise DataError(f"{name} inside {archive}: {str(exc).removeprefix(f'{path}: ')}") from None
         if remove_inner:
             path.unlink()
     done[archive.name] = sha256
     atomic_write_json(raw_dir / EXTRACTED_MARKER, done)
     return names
+
+
+def split_checksum(entry: str) -> tuple[str, str | None]:
+    """``https://host/a.tar#sha256=<hex>`` -> (URL, expected sha256): a pinned checksum travels with its URL in
+    ``download.synthia_urls``, so a server that returns other bytes (the right size or not) is refused."""
+    url, _, fragment = entry.partition("#")
+    if not fragment:
+        return url, None
+    key, _, value = fragment.partition("=")
+    if key != "sha256" or not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+        raise DataError(f"download.synthia_urls: {entry!r}: the part after '#' must be sha256=<64 hex digits>")
+    return url, value.lower()
 
 
 def _archive_name(url: str) -> str:
@@ -95,9 +118,10 @@ def prepare_synthia4d(raw_dir: Path, urls: Sequence[str], splits: Sequence[str],
     except DataError:
         pass  # not there yet: fetch it
     records = []
-    for url in urls or [SYNTHIA4D_URL]:
+    for entry in urls or [SYNTHIA4D_URL]:
+        url, sha256 = split_checksum(entry)
         target = raw_dir / _archive_name(url)
-        record = download(url, target, retries=retries, progress=progress)
+        record = download(url, target, sha256=sha256, retries=retries, progress=progress)
         extract_archive(target, raw_dir, record["sha256"])
         records.append(record)
     return RawReport(spec.name, str(raw_dir), check_raw(spec, raw_dir, splits), records)

@@ -10,7 +10,7 @@ Output layout (the whole directory is swapped in atomically, so a failed run lea
 
 ``manifest.json``: ``{"format_version", "dataset", "class_names", "ignore_label", "dimension", "unit",
 "splits": {split: [{"name", "file", "num_points", ["sequence", "frame", "world_frame"]}, ...]},
-"label_counts": {split: [points per class]}}``.
+"label_counts": {split: [points per class]}, "skipped": {split: [entries without any point]}}``.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from minkseg.data.scannet import check_scannet_root, read_scannet_scene
 from minkseg.data.scenefile import FORMAT_VERSION, Scene, save_scene
 from minkseg.data.splits import check_split, split_entries
 from minkseg.data.synthia4d import check_synthia_root, read_synthia_frame
+from minkseg.errors import MinkSegError
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -74,10 +75,14 @@ def _process_one(task: tuple[str, str, str, str, str]) -> tuple[str, dict[str, A
     data_log.addHandler(collect)
     try:
         scene = read_raw_scene(spec, raw_dir, split, entry)
+        if scene.num_points == 0:  # nothing to train on or score: left out of the split by the caller
+            return entry, None, None, collect.messages
         filename = scene_filename(scene.name)
         save_scene(Path(out_split_dir) / filename, scene)
     except DataError as exc:
         return entry, None, str(exc), collect.messages
+    except MinkSegError:  # an unwritable output or a full disk is not this scene's fault: stop with its message
+        raise
     except Exception as exc:  # a parse bug must still name the scene, not kill the pool silently
         return entry, None, f"{type(exc).__name__}: {exc} ({traceback.format_exc(limit=1).strip()})", collect.messages
     finally:
@@ -122,10 +127,17 @@ def preprocess(dataset: str, raw_dir: str | os.PathLike, out_dir: str | os.PathL
         manifest: dict[str, Any] = {
             "format_version": FORMAT_VERSION, "dataset": spec.name, "class_names": list(spec.class_names),
             "ignore_label": spec.ignore_label, "dimension": spec.dimension, "unit": spec.unit,
-            "splits": {}, "label_counts": {},
+            "splits": {}, "label_counts": {}, "skipped": {},
         }
         for split in splits:
-            records = [results[f"{split}/{e}"][0] for e in split_entries(spec, split, raw_dir)]
+            entries = split_entries(spec, split, raw_dir)
+            # A scene without points (empty, or only NaN/inf points) is left out rather than refused: the official
+            # split lists cannot be edited, so refusing would leave the user no way forward.
+            skipped = [e for e in entries if results[f"{split}/{e}"][0] is None]
+            for entry in skipped:
+                log.warning("%s: no points; left out of split %s", entry, split)
+            manifest["skipped"][split] = skipped
+            records = [results[f"{split}/{e}"][0] for e in entries if results[f"{split}/{e}"][0] is not None]
             counts = np.zeros(spec.num_classes, dtype=np.int64)
             for r in records:
                 counts += np.asarray(r.pop("label_counts"))

@@ -8,6 +8,16 @@ Layout (as the official ``download-scannet.py`` leaves it)::
     <root>/scans/<scene>/<scene>_vh_clean_2.ply          vertices x,y,z,red,green,blue[,alpha] (+ faces)
     <root>/scans/<scene>/<scene>_vh_clean_2.labels.ply   the same vertices, property ``label`` = nyu40 id
     <root>/scans_test/<scene>/<scene>_vh_clean_2.ply     test scenes, no labels
+
+Scans MinkSeg did not write are read leniently where a point-wise fix exists and strictly where none does:
+
+* NaN/inf coordinates or colours: those points are dropped with a warning and a count
+  (:func:`minkseg.data.cleaning.finite_points` says why). The label file is aligned with the mesh before the
+  drop, so every remaining point keeps its own label.
+* Label ids beyond nyu40, and scenes without a single point of a benchmark class: kept, with a warning (their
+  points are unlabelled and ignored by the loss and the metrics).
+* Everything that cannot be repaired point by point -- a truncated or malformed PLY, missing x/y/z/colour
+  properties, a label file with another vertex count or other vertex positions -- is a DataError naming the file.
 """
 
 from __future__ import annotations
@@ -20,11 +30,12 @@ from typing import Iterable
 
 import numpy as np
 
+from minkseg.data.cleaning import finite_points
 from minkseg.data.errors import DataError
 from minkseg.data.ply import read_ply
 from minkseg.data.registry import IGNORE_LABEL, SCANNET_VALID_NYU40, DatasetSpec
 from minkseg.data.scenefile import Scene
-from minkseg.data.splits import META_DIR, split_entries
+from minkseg.data.splits import META_DIR, split_entries, split_file
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +89,19 @@ def check_scannet_root(spec: DatasetSpec, root: str | os.PathLike, splits: Itera
         counts[split] = len(scenes)
         for scene in scenes:
             mesh, labels = scene_files(root, scene, split)
-            missing += [p for p in (mesh, labels) if p is not None and not p.is_file()]
+            absent = [p for p in (mesh, labels) if p is not None and not p.is_file()]
+            missing += [(split, scene, p) for p in absent]
+    if missing and spec.synthetic:
+        # The list was generated next to the scenes; a mismatch means the raw folder is incomplete or was edited.
+        split = missing[0][0]
+        scenes = list(dict.fromkeys(scene for s, scene, _ in missing if s == split))
+        examples = list(dict.fromkeys(path for s, _, path in missing if s == split and path.parent.name in scenes))
+        shown = ", ".join(str(next(p for p in examples if p.parent.name == scene).relative_to(root))
+                          for scene in scenes[:3])
+        raise DataError(f"{split_file(spec, split, root)} names {len(scenes)} scene(s) whose files are missing under "
+                        f"{root} (e.g. {shown}); re-run the download stage (dvc repro -f download)")
     if missing:
-        shown = ", ".join(str(p.relative_to(root)) for p in missing[:3])
+        shown = ", ".join(str(path.relative_to(root)) for _, _, path in missing[:3])
         raise DataError(f"ScanNet root {root} lacks {len(missing)} required files (e.g. {shown}); {GET_SCANNET}")
     return counts
 
@@ -89,24 +110,26 @@ def read_scannet_scene(root: str | os.PathLike, scene: str, split: str, dataset:
     """Read one raw scene into a :class:`Scene` (labels mapped to the 20 classes, nyu40 ids kept)."""
     mesh_path, label_path = scene_files(root, scene, split)
     mesh = read_ply(mesh_path, required=("x", "y", "z", "red", "green", "blue"))
-    coords = np.stack([mesh["x"], mesh["y"], mesh["z"]], axis=1).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # beyond float32 becomes inf: dropped below
+        coords = np.stack([mesh["x"], mesh["y"], mesh["z"]], axis=1).astype(np.float32)
     colors = np.stack([mesh["red"], mesh["green"], mesh["blue"]], axis=1)
+    keep = finite_points(mesh_path, coords, colors)
+    coords = coords[keep]
+    colors = colors[keep]
     if colors.dtype != np.uint8:
         colors = np.clip(colors, 0, 255).astype(np.uint8)
-    if not np.isfinite(coords).all():
-        raise DataError(f"{mesh_path}: vertex coordinates contain NaN/inf; re-export the mesh")
     if label_path is None:
         nyu40 = np.zeros(len(coords), dtype=np.uint16)
     else:
         labelled = read_ply(label_path, required=("x", "y", "z", "label"))
-        if len(labelled["label"]) != len(coords):
-            raise DataError(f"{label_path}: {len(labelled['label'])} vertices but the mesh has {len(coords)}; "
+        if len(labelled["label"]) != len(keep):
+            raise DataError(f"{label_path}: {len(labelled['label'])} vertices but the mesh has {len(keep)}; "
                             f"re-download both files of {scene}")
-        label_xyz = np.stack([labelled["x"], labelled["y"], labelled["z"]], axis=1)
+        label_xyz = np.stack([labelled["x"], labelled["y"], labelled["z"]], axis=1)[keep]
         if not np.allclose(label_xyz, coords, atol=1e-4):
             raise DataError(f"{label_path}: vertex positions differ from {mesh_path.name}; "
                             f"re-download both files of {scene}")
-        raw = labelled["label"]
+        raw = labelled["label"][keep]
         if raw.dtype.kind == "f" or (raw.dtype.kind == "i" and raw.min(initial=0) < 0):
             raise DataError(f"{label_path}: label property must hold non-negative integer nyu40 ids, got "
                             f"{raw.dtype}; re-download the label file")
@@ -117,5 +140,8 @@ def read_scannet_scene(root: str | os.PathLike, scene: str, split: str, dataset:
             log.warning("%s: label ids %s are beyond nyu40; their %d points are ignored", scene,
                         beyond.tolist(), int(np.isin(nyu40, beyond).sum()))
     labels = nyu40_to_class()[nyu40]
+    if label_path is not None and len(labels) and (labels == IGNORE_LABEL).all():
+        log.warning("%s: no point has a label of the 20 benchmark classes; it adds nothing to training or scoring",
+                    scene)
     return Scene(name=scene, dataset=dataset, coords=coords, colors=colors, labels=labels,
                  extra={"nyu40": nyu40})

@@ -25,6 +25,7 @@ from typing import Iterable
 
 import numpy as np
 
+from minkseg.data.cleaning import finite_points
 from minkseg.data.errors import DataError
 from minkseg.data.ply import first_present, read_ply
 from minkseg.data.registry import IGNORE_LABEL, SYNTHIA_IGNORED_RAW, SYNTHIA_RAW_CLASS_NAMES, DatasetSpec
@@ -115,8 +116,10 @@ def read_synthia_frame(root: str | os.PathLike, rel_path: str, dataset: str = "s
     xyz = np.stack([fields["x"], fields["y"], fields["z"]], axis=1).astype(np.float64)
     colors = np.stack([first_present(fields, path, "r", "red"), first_present(fields, path, "g", "green"),
                        first_present(fields, path, "b", "blue")], axis=1)
+    keep = finite_points(path, xyz, colors)  # NaN/inf points are dropped with a count (minkseg.data.cleaning)
+    xyz, colors = xyz[keep], colors[keep]
     colors = np.clip(colors, 0, 255).astype(np.uint8)
-    raw = first_present(fields, path, "l", "label")
+    raw = first_present(fields, path, "l", "label")[keep]
     if raw.dtype.kind == "f":
         if not np.all(raw == np.round(raw)):
             raise DataError(f"{path}: label property holds non-integer values; re-extract the archive")
@@ -126,8 +129,6 @@ def read_synthia_frame(root: str | os.PathLike, rel_path: str, dataset: str = "s
         log.warning("%s: %d points have labels outside 0..15 %s; they are ignored", rel_path, int(bad.sum()),
                     np.unique(raw[bad])[:5].tolist())
     raw_label = np.where(bad, IGNORE_LABEL, raw).astype(np.uint8)
-    if not np.isfinite(xyz).all():
-        raise DataError(f"{path}: vertex coordinates contain NaN/inf; re-extract the archive")
     extrinsics_file = root / sequence / EXTRINSICS_PATH.format(frame=path.stem)
     center = np.zeros(3)
     world = extrinsics_file.is_file()

@@ -112,8 +112,11 @@ class TrainDataset(_VoxelDataset):
     def __getitem__(self, key: Any) -> dict[str, Any]:
         index, rng = _key(key)
         scenes = self.samples.load(index)
-        vox = self.voxelizer.voxelize_frames(_frames(scenes), rng=rng if self.augment else None,
-                                             temporal=self.samples.temporal, warp=self._warp)
+        try:
+            vox = self.voxelizer.voxelize_frames(_frames(scenes), rng=rng if self.augment else None,
+                                                 temporal=self.samples.temporal, warp=self._warp)
+        except DataError as exc:  # name the training scene: the loader would otherwise only say what went wrong
+            raise DataError(f"{self.samples.name(index)}: {exc}") from None
         coords, feats, labels = vox.coords, vox.feats.astype(np.float32), vox.labels
         if self.post is not None:
             coords, feats, labels = self.post(coords, feats, labels, rng)

@@ -54,7 +54,8 @@ def voxelize_split(preprocessed_dir: str | os.PathLike, out_dir: str | os.PathLi
     splits = [splits] if isinstance(splits, str) else list(splits)
     options = tuple(sorted({"voxel_size": voxel_size, "clip_bound": _freeze(clip_bound), "label_mode": label_mode,
                             "temporal_numseq": temporal_numseq, "temporal_dilation": temporal_dilation}.items()))
-    source = str(Path(preprocessed_dir))
+    source = str(Path(preprocessed_dir).resolve())
+    _dataset.cache_clear()  # the scenes may have been re-preprocessed since a previous call in this process
     datasets = {split: _dataset(source, split, options) for split in splits}
     first = datasets[splits[0]]
     manifest: dict[str, Any] = {

@@ -169,7 +169,11 @@ class Voxelizer:
         shift = np.zeros(grid.shape[1])
         if len(grid):
             shift[:3] = grid[:, :3].min(0)
-        grid = (grid - shift).astype(np.int32)
+        grid = grid - shift
+        if len(grid) and grid.max() > np.iinfo(np.int32).max:  # would wrap around silently in the int32 cast
+            raise DataError(f"the points span {grid.max():.3g} voxels, more than int32 voxel coordinates hold "
+                            "(far-away outlier points in the scan?); set voxelize.clip_bound or clean the scan")
+        grid = grid.astype(np.int32)
         coords, vfeats, vlabels, index, inv_kept = self._quantize(grid, np.concatenate(feats), np.concatenate(labels))
         kept = np.concatenate(kept_ids)
         inverse = np.full(offset, -1, dtype=np.int64)

@@ -57,3 +57,14 @@ def test_batched_coordinates_and_collate():
     assert bc.dtype == torch.int32 and bc.tolist() == [[0, 1, 2, 3], [1, 4, 5, 6], [1, 7, 8, 9]]
     coords, feats, labels = ME.sparse_collate([a, b], [np.ones((1, 2)), np.zeros((2, 2))], [np.ones(1), np.zeros(2)])
     assert coords.shape == (3, 4) and feats.shape == (3, 2) and labels.tolist() == [1, 0, 0]
+
+
+@pytest.mark.parametrize("value", [1e12, -1e12, 2.0**31 * 0.05])
+def test_coordinates_beyond_int32_are_refused_not_wrapped(value):
+    """Found by the robustness work: 1e12 m at 5 cm used to wrap to -2**31 and merge with unrelated points."""
+    points = np.array([[0.0, 0.0, 0.0], [value, 1.0, 2.0]])
+    with pytest.raises(ValueError, match="beyond int32"):
+        ME.sparse_quantize(points, quantization_size=0.05)
+    near_limit = np.array([[0.0, 0.0, 0.0], [(2**31 - 2) * 0.05, 0.0, 0.0]])
+    coords = ME.sparse_quantize(near_limit, quantization_size=0.05)
+    assert coords.shape == (2, 3) and coords[:, 0].max() >= 2**31 - 3

@@ -64,6 +64,21 @@ def _voxel_labels(labels: torch.Tensor, inverse: torch.Tensor, n_voxels: int, ig
     return torch.where(lo == hi, lo, torch.full_like(lo, ignore_label))
 
 
+_INT32_LIMIT = float(2**31 - 1)
+
+
+def _check_int32_range(scaled: torch.Tensor, quantization_size: Any) -> None:
+    """Voxel indices are int32 (ME's layout); a silent wrap-around would merge far-apart points into one voxel."""
+    if scaled.numel() == 0:
+        return
+    worst = scaled.abs().max().item()
+    if worst > _INT32_LIMIT:
+        raise ValueError(
+            f"sparse_quantize: a coordinate maps to voxel index {worst:.3g}, beyond int32 "
+            f"(quantization_size {quantization_size}); check the units of the input (mm vs m) or drop outlier points"
+        )
+
+
 def sparse_quantize(
     coordinates: Any,
     features: Any = None,
@@ -92,9 +107,11 @@ def sparse_quantize(
     if (q <= 0).any():
         raise ValueError(f"sparse_quantize: quantization_size must be > 0, got {quantization_size}")
     if coords.is_floating_point() or (q != 1).any():
-        discrete = torch.floor(coords.double() / q).to(torch.int32)
+        scaled = torch.floor(coords.double() / q)
     else:
-        discrete = coords.to(torch.int32)
+        scaled = coords.double()
+    _check_int32_range(scaled, quantization_size)
+    discrete = scaled.to(torch.int32)
     uniq, index, inverse = unique_rows(discrete)
 
     outputs: list[torch.Tensor] = [uniq]

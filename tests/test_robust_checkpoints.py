@@ -151,5 +151,5 @@ def test_out_of_memory_in_evaluation_names_the_scene_and_the_params(root, capsys
     monkeypatch.setattr(Res16UNet, "forward", _out_of_memory)
     line = _fails_cleanly(root, "evaluate", capsys, monkeypatch)
     assert line.startswith("minkseg evaluate: error: scene scene0003_00: out of memory on ")
-    assert line.endswith(" voxels; raise voxelize.voxel_size or set voxelize.clip_bound, or evaluate on a device "
-                         "with more memory (base.device)")
+    assert line.endswith(" voxels; evaluate on the CPU (base.device: cpu), or set voxelize.clip_bound / raise "
+                         "voxelize.voxel_size (re-trains)")

@@ -44,9 +44,10 @@ def test_every_stage_refuses_bad_params_and_keeps_its_outputs(tmp_path_factory, 
     for stage in ("download", "preprocess", "voxelize", "train", "evaluate"):
         code, stderr = run_stage_here(root, stage, capsys, monkeypatch, "--params", "bad.yaml")
         assert code == 2
-        line = error_line(stderr, stage)
-        assert "bad.yaml: voxelize.voxel_size: must be > 0 (got -1)" in line  # both keys, one line each
-        assert "bad.yaml: train.batch_size: must be > 0 (got 0)" in stderr
+        assert "Traceback" not in stderr
+        lines = [line for line in stderr.splitlines() if line.startswith(f"minkseg {stage}: error: ")]
+        assert sorted(lines) == sorted([f"minkseg {stage}: error: bad.yaml: voxelize.voxel_size: must be > 0 (got -1)",
+                                        f"minkseg {stage}: error: bad.yaml: train.batch_size: must be > 0 (got 0)"])
     assert snapshot(root) == before and leftovers(root) == []
 
 
@@ -73,3 +74,16 @@ def test_cuda_requested_without_a_gpu_is_one_clear_line(tmp_path_factory, tmp_pa
                                          "visible to PyTorch; set base.device: cpu (or auto), or install a CUDA "
                                          "build of torch")
     assert snapshot(root) == before and leftovers(root) == []
+
+
+def test_error_raised_inside_a_dataloader_worker_still_prints_one_line(capsys):
+    """With train.num_workers > 0 torch re-raises a worker's error wrapped in its traceback; the user sees the error."""
+    from minkseg.data.errors import DataError
+    from minkseg.engine import cli
+
+    wrapped = DataError("Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most recent call "
+                        "last):\n  File \"x.py\", line 1, in f\nminkseg.data.errors.DataError: scene0001_00.npz: "
+                        "truncated file; delete data/preprocessed and re-run")
+    cli._report("train", cli._user_message(wrapped))
+    err = capsys.readouterr().err
+    assert err == "minkseg train: error: scene0001_00.npz: truncated file; delete data/preprocessed and re-run\n"

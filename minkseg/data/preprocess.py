@@ -123,7 +123,7 @@ def preprocess(dataset: str, raw_dir: str | os.PathLike, out_dir: str | os.PathL
         if failed:
             names = ", ".join(key for key, _ in failed[:5]) + (" ..." if len(failed) > 5 else "")
             raise DataError(f"preprocess failed for {len(failed)} of {len(tasks)} scenes ({names}); first error: "
-                            f"{failed[0][1]}; fix or re-download these files and re-run")
+                            f"{failed[0][1]}")
         manifest: dict[str, Any] = {
             "format_version": FORMAT_VERSION, "dataset": spec.name, "class_names": list(spec.class_names),
             "ignore_label": spec.ignore_label, "dimension": spec.dimension, "unit": spec.unit,

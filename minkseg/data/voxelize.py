@@ -71,7 +71,7 @@ def voxelize_split(preprocessed_dir: str | os.PathLike, out_dir: str | os.PathLi
                                    progress=progress)
             failed = [error for _, error in results if error is not None]
             if failed:
-                raise DataError(f"voxelize failed for {len(failed)} samples of split {split!r}; first: {failed[0]}")
+                raise DataError(f"voxelize failed for {len(failed)} sample(s) of split {split!r}; first: {failed[0]}")
             manifest["splits"][split] = [record for record, _ in results]
         atomic_write_json(staging / MANIFEST, manifest)
     return manifest

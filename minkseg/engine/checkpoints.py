@@ -70,7 +70,8 @@ def load_torch(path: str | Path) -> Any:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
             f"{path}: refused to load: it holds Python objects other than tensors and plain containers, which "
-            f"could run code when unpickled ({first_line}); re-save it as a plain state_dict"
+            f"could run code when unpickled ({first_line}); re-save weights as a plain state_dict, or delete a "
+            f"training checkpoint (data/checkpoints) to start over"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

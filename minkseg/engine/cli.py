@@ -20,6 +20,24 @@ __all__ = ["run_stage"]
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_NO_ACCESS = (errno.EACCES, errno.EROFS, errno.EPERM)
+_WORKER_PREFIX = "Caught "  # torch.utils.data re-raises a worker's exception as "Caught X in DataLoader worker ..."
+
+
+def _user_message(exc: MinkSegError) -> str:
+    """The error's own text, also when a DataLoader worker raised it (torch then wraps it in a traceback dump)."""
+    text = str(exc)
+    if text.startswith(_WORKER_PREFIX) and "Original Traceback" in text:
+        last = text.rstrip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return text
+
+
+def _report(stage: str, message: str) -> None:
+    """One ``minkseg <stage>: error:`` line per line of the message (a params file can have several bad keys)."""
+    for line in message.splitlines() or [""]:
+        print(f"minkseg {stage}: error: {line}", file=sys.stderr)
 
 
 def _parse(stage: str, argv: list[str] | None) -> argparse.Namespace:
@@ -38,12 +56,16 @@ def run_stage(stage: str, fn: Callable[..., Mapping[str, Any] | Any], argv: list
         params: Params = load_params(args.params)
         fn(params, progress=progress)
     except MinkSegError as exc:
-        print(f"minkseg {stage}: error: {exc}", file=sys.stderr)
+        _report(stage, _user_message(exc))
         return EXIT_USER_ERROR
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT, errno.EFBIG):
-            print(f"minkseg {stage}: error: cannot write {exc.filename or 'output'}: {exc.strerror}; free disk space "
-                  "or fix the folder's permissions, then re-run (inputs were not modified)", file=sys.stderr)
+        if exc.errno in _NO_SPACE:
+            _report(stage, f"cannot write {exc.filename or 'output'}: {exc.strerror}; free disk space, then re-run "
+                           "(inputs were not modified)")
+            return EXIT_USER_ERROR
+        if exc.errno in _NO_ACCESS:
+            _report(stage, f"cannot access {exc.filename or 'a file'}: {exc.strerror}; fix that path's permissions "
+                           "(or choose another folder), then re-run (inputs were not modified)")
             return EXIT_USER_ERROR
         raise
     except KeyboardInterrupt:

@@ -24,6 +24,7 @@ from minkseg.atomic import atomic_open, atomic_write_json
 from minkseg.config import Params
 from minkseg.engine import distributed
 from minkseg.engine.errors import EngineError
+from minkseg.engine.runtime import configure_cpu_runtime
 from minkseg.engine.export import (colorize, palette, render_confusion_png, render_scene_png, write_confusion_csv,
                                    write_ply)
 from minkseg.engine.trainer import InputBuilder, logits_of, resolve_device, sparse_input, unwrap
@@ -131,8 +132,7 @@ class Evaluator:
     @classmethod
     def from_params(cls, params: Params, model: nn.Module, **kwargs: Any) -> "Evaluator":
         """An evaluator configured from params.yaml (device, voting angles and axis, ignore label, AMP, threads)."""
-        if params.base.num_threads > 0:
-            torch.set_num_threads(params.base.num_threads)
+        configure_cpu_runtime(params.base.num_threads)
         kwargs.setdefault("device", params.base.device)
         kwargs.setdefault("rotation_angles", params.evaluate.rotation_angles)
         kwargs.setdefault("rotation_axis", params.evaluate.rotation_axis)
@@ -190,8 +190,8 @@ class Evaluator:
             except torch.OutOfMemoryError:
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
-                raise EngineError(f"scene {name}: out of memory on {count} voxels; raise voxelize.voxel_size or set "
-                                  "voxelize.clip_bound, or evaluate on a device with more memory (base.device)") \
+                raise EngineError(f"scene {name}: out of memory on {count} voxels; evaluate on the CPU (base.device: cpu), "
+                                  "or set voxelize.clip_bound / raise voxelize.voxel_size (re-trains)") \
                     from None
             if logits.shape != (count, self.num_classes):
                 raise EngineError(f"scene {name}: the model returned logits {tuple(logits.shape)} for {count} voxels "

@@ -35,6 +35,7 @@ from minkseg.config import Params, TrainParams
 from minkseg.engine import distributed
 from minkseg.engine.checkpoints import CheckpointStore, load_model_weights, rng_state, set_rng_state
 from minkseg.engine.errors import EngineError
+from minkseg.engine.runtime import configure_cpu_runtime
 from minkseg.engine.sampling import EpochOrder, ResumableBatchSampler, SeededDataset, ShardSampler, limit_batch_points
 from minkseg.engine.schedules import make_schedule, set_learning_rate
 from minkseg.metrics import confusion_matrix, summarize
@@ -276,8 +277,7 @@ class Trainer:
     @classmethod
     def from_params(cls, params: Params, model: nn.Module, **kwargs: Any) -> "Trainer":
         """A trainer configured from the whole params.yaml (seed, device, ignore label, fingerprint, threads)."""
-        if params.base.num_threads > 0:
-            torch.set_num_threads(params.base.num_threads)
+        configure_cpu_runtime(params.base.num_threads)
         kwargs.setdefault("seed", params.base.seed)
         kwargs.setdefault("device", params.base.device)
         kwargs.setdefault("ignore_label", params.base.ignore_label)

@@ -379,7 +379,8 @@ class Room:
             break
         else:
             return False
-        parts, recess = self.new_parts(density), rng.uniform(0.08, 0.16)
+        # Recess = wall thickness (12-25 cm in real buildings): at least one coarse voxel deep.
+        parts, recess = self.new_parts(density), rng.uniform(0.12, 0.22)
         color = pick_any(rng, [LIGHT, WOOD], p=[0.6, 0.4])
         trim = color * rng.uniform(0.9, 1.05)
         # Jambs and head of the door frame (between the wall plane y=0 and the recess).
@@ -425,7 +426,7 @@ class Room:
                 break
         else:
             return False
-        parts, recess = self.new_parts(density), rng.uniform(0.1, 0.2)
+        parts, recess = self.new_parts(density), rng.uniform(0.14, 0.24)
         frame = pick(rng, LIGHT)
         label = NYU["window"]
         parts.box((s0, -recess, z0 - 0.02), (s0 + w, rng.uniform(0.02, 0.06), z0), label, frame, "+z +y")  # sill

@@ -63,6 +63,23 @@ Fraction = Annotated[float, BeforeValidator(_reject_bool), Field(ge=0, le=1)]
 NonEmptyStr = Annotated[str, Field(min_length=1)]
 
 
+def _class_weights(value: Any) -> Any:
+    """null, 'balanced' (computed from the train split's label counts) or one positive weight per class.
+
+    Validated by hand so a bad value gives one message, not one per member of the union.
+    """
+    if value is None or value == "balanced":
+        return value
+    if not isinstance(value, list):
+        raise ValueError(f"must be null, balanced, or a list with one positive weight per class (got {value!r})")
+    for index, weight in enumerate(value):
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            raise ValueError(f"item [{index}] must be a number (got {weight!r})")
+        if not weight > 0:
+            raise ValueError(f"item [{index}] must be > 0 (got {weight})")
+    return [float(weight) for weight in value]
+
+
 class _Group(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False, validate_default=True)
 
@@ -174,7 +191,7 @@ class TrainParams(_Group):
     val_every: NonNegativeInt  # 0 = validate only at the end
     checkpoint_every: NonNegativeInt  # 0 = only at the end (a killed run then restarts from scratch)
     log_every: PositiveInt
-    class_weights: list[PositiveFloat] | None
+    class_weights: Annotated[list[float] | Literal["balanced"] | None, BeforeValidator(_class_weights)]
     num_workers: NonNegativeInt
     deterministic: bool
     augment: bool  # the original's training augmentations (rotation, scale, elastic, colour, dropout, flip)
@@ -359,7 +376,7 @@ def _model_problems(source: str, params: Params) -> list[str]:
                         f"\"import minkseg.nn; print(minkseg.nn.list_models())\")")
     weights = params.train.class_weights
     num_classes = DATASET_SPECS[params.base.dataset].num_classes
-    if weights is not None and len(weights) != num_classes:
+    if isinstance(weights, list) and len(weights) != num_classes:
         problems.append(f"{source}: train.class_weights: has {len(weights)} values but {params.base.dataset} has "
                         f"{num_classes} classes; give one weight per class, or null")
     return problems

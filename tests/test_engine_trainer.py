@@ -128,6 +128,10 @@ def test_adamw_step_schedule_class_weights_and_label_checks(tmp_path):
     assert lrs == pytest.approx([0.01, 0.01, 0.005, 0.005])
     with pytest.raises(EngineError, match="train.class_weights: has 2 values but the dataset has 3 classes"):
         make_trainer(tmp_path / "b", train_params(class_weights=[1.0, 2.0]))
+    resolved = make_trainer(tmp_path / "d", train_params(class_weights="balanced"), class_weights=[0.5, 1.0, 1.5])
+    assert resolved.criterion.weight.tolist() == [0.5, 1.0, 1.5]  # 'balanced' resolved by the caller from the data
+    with pytest.raises(EngineError, match="'balanced' needs the training data's label counts"):
+        make_trainer(tmp_path / "e", train_params(class_weights="balanced"))
 
     class BadLabels(ToyScenes):
         def __getitem__(self, index):

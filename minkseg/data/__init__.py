@@ -11,6 +11,7 @@ Training / evaluation: :class:`TrainDataset`, :class:`EvalDataset` (on the fly, 
 Dataset facts: :func:`get_spec` / :class:`DatasetSpec`. Every data problem raises :class:`DataError`.
 """
 
+from minkseg.data.class_balance import balanced_class_weights
 from minkseg.data.collate import Collate, collate
 from minkseg.data.datasets import EvalDataset, TrainDataset, VoxelizedDataset
 from minkseg.data.errors import DataError
@@ -27,5 +28,5 @@ __all__ = [
     "Collate", "collate", "EvalDataset", "TrainDataset", "VoxelizedDataset", "DataError", "load_voxelized_manifest",
     "load_voxelized_sample", "read_ply", "write_ply", "RawReport", "prepare_raw", "load_manifest", "preprocess",
     "DEFAULT_DATASET", "DatasetSpec", "dataset_names", "get_spec", "Scene", "load_scene", "save_scene",
-    "voxelize_split", "Voxelizer",
+    "voxelize_split", "Voxelizer", "balanced_class_weights",
 ]

@@ -232,7 +232,12 @@ def make_cabinet(rng, parts: Parts, tall: bool) -> Furniture:
     else:
         w, d, h = rng.uniform(0.45, 1.6), rng.uniform(0.38, 0.6), rng.uniform(0.55, 0.95)
     color = pick_any(rng, [WOOD, LIGHT], p=[0.6, 0.4])
-    parts.box((0, 0, 0), (w, d, h), NYU["cabinet"], color, "+x -x +y +z")
+    # A recessed plinth (toe kick) under the body, as on real cabinets: a shape cue at least one coarse voxel deep
+    # that a desk (legs or pedestal) or a wall does not have.
+    plinth, kick = rng.uniform(0.08, 0.12), rng.uniform(0.06, 0.09)
+    parts.box((0, 0, 0), (w, d - kick, plinth), NYU["cabinet"], color * 0.7, "+x -x +y")
+    parts.box((0, 0, plinth), (w, d, h), NYU["cabinet"], color, "+x -x +y +z")
+    parts.rect((0, d - kick, plinth), (w, 0, 0), (0, kick, 0), NYU["cabinet"], color * 0.6)  # underside of the body
     doors = max(1, int(round(w / 0.5)))
     for k in range(doors):  # handles: small bars standing out of the front
         x = (k + 0.5) * w / doors + (0.18 if k % 2 == 0 else -0.18) * (w / doors)
@@ -454,7 +459,8 @@ class Room:
         bottom = rng.uniform(0.02, 0.1) if rng.random() < 0.5 else z0 - rng.uniform(0.05, 0.2)
         color, label = pick(rng, FABRIC), NYU["curtain"]
         panel = rng.uniform(0.3, 0.6)
-        fold, amp, offset = rng.uniform(0.12, 0.2), rng.uniform(0.04, 0.07), rng.uniform(0.09, 0.16)
+        # Folds deep and wide enough to show at the default voxel size (real drapes: 15-30 cm folds).
+        fold, amp, offset = rng.uniform(0.18, 0.3), rng.uniform(0.06, 0.1), rng.uniform(0.12, 0.2)
         parts = self.new_parts(density)
         for a in (s0 - panel * 0.6, s0 + w - panel * 0.4):
             a0, a1 = max(0.05, a), min(edge.length - 0.05, a + panel)

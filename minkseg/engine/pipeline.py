@@ -151,7 +151,7 @@ def build_network(params: Params) -> torch.nn.Module:
 
 def run_train(params: Params, paths: PipelinePaths = PipelinePaths(), progress: bool = True) -> Mapping[str, Any]:
     """Train with resumable checkpoints in data/checkpoints; best weights to models/model.pt, curves to metrics/."""
-    from minkseg.data import TrainDataset, VoxelizedDataset, collate
+    from minkseg.data import TrainDataset, VoxelizedDataset, balanced_class_weights, collate
 
     distributed.relaunch_from_params(params.base)  # replaces this process with torchrun when > 1 process
     dist = distributed.init_from_env("cuda" if params.base.device == "cuda" else "cpu")
@@ -164,6 +164,7 @@ def run_train(params: Params, paths: PipelinePaths = PipelinePaths(), progress: 
                              augment=t.augment, label_mode=v.label_mode, temporal_numseq=v.temporal_numseq,
                              temporal_dilation=v.temporal_dilation)
     val_set = VoxelizedDataset(paths.voxelized, params.evaluate.split)
+    weights = balanced_class_weights(paths.preprocessed) if t.class_weights == "balanced" else None
     seed_everything(params.base.seed)  # the initial weights are part of "same params, same result"
     model = build_network(params)
 
@@ -174,7 +175,7 @@ def run_train(params: Params, paths: PipelinePaths = PipelinePaths(), progress: 
     trainer = Trainer.from_params(params, model, train_dataset=train_set, collate_fn=collate,
                                   num_classes=spec.num_classes, val_dataset=val_set, class_names=spec.class_names,
                                   checkpoint_dir=paths.checkpoints, curves_dir=paths.metrics, tracker=tracker,
-                                  progress=progress)
+                                  progress=progress, class_weights=weights)
     start = time.perf_counter()
     result = trainer.fit()
     summary = {"best_val_miou": result.best_miou, "best_iteration": result.best_iteration,

@@ -209,8 +209,10 @@ class Trainer:
         fingerprint: str | None = None,
         progress: bool = True,
         on_iteration_end: Callable[[int], None] | None = None,
+        class_weights: Sequence[float] | None = None,
     ) -> None:
         self.params = params
+        self.resolved_class_weights = class_weights  # what train.class_weights 'balanced' became for this data
         self.dist = distributed.current()
         self.device = resolve_device(device, self.dist.local_rank)
         self.num_classes = num_classes
@@ -305,9 +307,12 @@ class Trainer:
                                  weight_decay=p.weight_decay)
 
     def _class_weights(self) -> torch.Tensor | None:
-        weights = self.params.class_weights
+        weights = self.resolved_class_weights if self.resolved_class_weights is not None else self.params.class_weights
         if weights is None:
             return None
+        if weights == "balanced":
+            raise EngineError("train.class_weights: 'balanced' needs the training data's label counts; pass "
+                              "class_weights= (see minkseg.data.balanced_class_weights)")
         if len(weights) != self.num_classes:
             raise EngineError(f"train.class_weights: has {len(weights)} values but the dataset has "
                               f"{self.num_classes} classes; give one weight per class or null")

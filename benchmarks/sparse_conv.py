@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 import minkseg.sparse as ME
+from minkseg.engine.runtime import configure_cpu_runtime
 
 
 def room_scene(target_voxels: int, voxel: float = 0.02, seed: int = 0) -> np.ndarray:
@@ -155,8 +156,7 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = parser.parse_args()
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    configure_cpu_runtime(args.threads)  # what the train/evaluate stages use (both engines run under it)
     devices = [torch.device("cpu")] if args.device in ("cpu", "all") else []
     if args.device in ("cuda", "all") and torch.cuda.is_available():
         devices.append(torch.device("cuda"))

@@ -14,6 +14,16 @@ with warnings.catch_warnings():
     spconv = pytest.importorskip("spconv.pytorch")
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """spconv 2.3.8's CPU kernels race with more than one thread (wrong outputs, see benchmarks/sparse_conv.py):
+    the oracle must run single-threaded to be an oracle."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _spconv_weight(layer) -> torch.Tensor:
     """Our [K, in, out] kernel as spconv's [out, k0, k1, k2, in], placing each row at its kernel offset."""
     offsets = layer.kernel_offsets

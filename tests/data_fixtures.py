@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import http.server
 import re
+import tarfile
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -102,3 +104,24 @@ def serve_bytes(payload: bytes, cut_after: int = 0, cut_times: int = 0, honour_r
 def url_of(server: http.server.ThreadingHTTPServer, name: str = "Synthia4D.tar") -> str:
     host, port = server.server_address[:2]
     return f"http://{host}:{port}/{name}"
+
+
+def tar_bytes(members: list[tuple[tarfile.TarInfo, bytes | None]], mode: str = "w") -> bytes:
+    """An in-memory tar of (header, data) members; data None for links and directories."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=mode) as tar:
+        for info, data in members:
+            if data is not None:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buffer.getvalue()
+
+
+def tar_file(name: str, data: bytes = b"x") -> tuple[tarfile.TarInfo, bytes]:
+    return tarfile.TarInfo(name), data
+
+
+def tar_link(name: str, target: str, kind: bytes) -> tuple[tarfile.TarInfo, None]:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    return info, None

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -104,6 +104,16 @@ def error_line(stderr: str, stage: str) -> str:
     return lines[0]
 
 
+def refused(root: Path, stage: str, capsys, monkeypatch) -> str:
+    """Run a stage that must refuse: exit 2, one error line, outputs and inputs unchanged, nothing partial."""
+    before = snapshot(root)
+    code, stderr = run_stage_here(root, stage, capsys, monkeypatch)
+    assert code == 2
+    line = error_line(stderr, stage)
+    assert snapshot(root) == before and leftovers(root) == []
+    return line
+
+
 def snapshot(root: Path, under: str = ".") -> dict[str, str]:
     """sha256 of every file below ``root/under`` (relative paths), to prove that nothing changed."""
     base = root / under
@@ -177,6 +187,12 @@ def dvc_env() -> dict[str, str]:
 
 def make_dvc_repo(root: Path, **overrides: Any) -> Path:
     """A fresh git repository holding this one's tracked files (what a clone has) and the tiny params."""
+    return git_copy_of_repo(root, lambda copy: write_params(copy, tiny_params(**overrides)))
+
+
+def git_copy_of_repo(root: Path, write_params_into: Callable[[Path], Any]) -> Path:
+    """What a clone has (tracked and unignored files, without tests/ and benchmarks/), params written by the caller,
+    committed in a fresh git repository so DVC sees a normal project."""
     root.mkdir(parents=True, exist_ok=True)
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
                            text=True, check=True).stdout.split()
@@ -185,7 +201,7 @@ def make_dvc_repo(root: Path, **overrides: Any) -> Path:
         if source.is_file() and not name.startswith(("tests/", "benchmarks/")):
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, root / name)
-    write_params(root, tiny_params(**overrides))
+    write_params_into(root)
     for cmd in (["init", "-q"], ["add", "-A"], ["-c", "user.email=ci@minkseg", "-c", "user.name=ci", "commit",
                                                 "-qm", "fixture"]):
         subprocess.run(["git", *cmd], cwd=root, check=True, capture_output=True)

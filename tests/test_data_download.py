@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import tarfile
 
@@ -13,7 +12,7 @@ from minkseg.data.download import download, sidecar_path, verify_file
 from minkseg.data.errors import DataError
 from minkseg.data.extract import safe_extract
 from minkseg.data.prepare import extract_archive, prepare_raw
-from tests.data_fixtures import serve_bytes, url_of
+from tests.data_fixtures import serve_bytes, tar_bytes, tar_file, tar_link, url_of
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 
@@ -76,42 +75,23 @@ def test_http_errors_and_bad_urls_are_one_line(tmp_path):
         download("http://127.0.0.1:9/x.tar", tmp_path / "x.tar", retries=0, timeout=2, progress=False)
 
 
-def _tar(members: list[tuple[tarfile.TarInfo, bytes | None]], mode: str = "w") -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode=mode) as tar:
-        for info, data in members:
-            if data is not None:
-                info.size = len(data)
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    return buffer.getvalue()
-
-
-def _file(name: str, data: bytes = b"x") -> tuple[tarfile.TarInfo, bytes]:
-    return tarfile.TarInfo(name), data
-
-
-def _link(name: str, target: str, kind: bytes) -> tuple[tarfile.TarInfo, None]:
-    info = tarfile.TarInfo(name)
-    info.type, info.linkname = kind, target
-    return info, None
-
 
 UNSAFE = {
-    "dotdot": [_file("ok.txt"), _file("../evil.txt")],
-    "nested_dotdot": [_file("a/../../evil.txt")],
-    "absolute": [_file("/tmp/minkseg-evil.txt")],
-    "symlink_out": [_link("link", "../evil_dir", tarfile.SYMTYPE)],
-    "symlink_abs": [_link("link", "/etc", tarfile.SYMTYPE)],
-    "hardlink_out": [_link("hard", "../evil.txt", tarfile.LNKTYPE)],
-    "device": [_link("dev", "", tarfile.CHRTYPE)],
-    "fifo": [_link("fifo", "", tarfile.FIFOTYPE)],
+    "dotdot": [tar_file("ok.txt"), tar_file("../evil.txt")],
+    "nested_dotdot": [tar_file("a/../../evil.txt")],
+    "absolute": [tar_file("/tmp/minkseg-evil.txt")],
+    "symlink_out": [tar_link("link", "../evil_dir", tarfile.SYMTYPE)],
+    "symlink_abs": [tar_link("link", "/etc", tarfile.SYMTYPE)],
+    "hardlink_out": [tar_link("hard", "../evil.txt", tarfile.LNKTYPE)],
+    "device": [tar_link("dev", "", tarfile.CHRTYPE)],
+    "fifo": [tar_link("fifo", "", tarfile.FIFOTYPE)],
 }
 
 
 @pytest.mark.parametrize("case", sorted(UNSAFE))
 def test_unsafe_archives_are_rejected_and_nothing_is_written(tmp_path, case):
     archive = tmp_path / "bad.tar"
-    archive.write_bytes(_tar(UNSAFE[case]))
+    archive.write_bytes(tar_bytes(UNSAFE[case]))
     target = tmp_path / "sandbox" / "target"
     target.mkdir(parents=True)
     (target / "keep.txt").write_text("mine")
@@ -123,8 +103,8 @@ def test_unsafe_archives_are_rejected_and_nothing_is_written(tmp_path, case):
 
 
 def test_inner_bz2_with_dotdot_is_rejected(tmp_path):
-    inner = _tar([_file("SEQ/ok.txt"), _file("../../escape.txt")], mode="w:bz2")
-    outer = _tar([_file("SEQ.tar.bz2", inner)])
+    inner = tar_bytes([tar_file("SEQ/ok.txt"), tar_file("../../escape.txt")], mode="w:bz2")
+    outer = tar_bytes([tar_file("SEQ.tar.bz2", inner)])
     (tmp_path / "raw").mkdir()
     (tmp_path / "raw" / "outer.tar").write_bytes(outer)
     with pytest.raises(DataError, match="refusing"):
@@ -134,10 +114,10 @@ def test_inner_bz2_with_dotdot_is_rejected(tmp_path):
 
 
 def test_safe_archive_extracts_with_internal_links_and_nested_bz2(tmp_path):
-    inner = _tar([_file("SEQ/point_clouds/000000.ply", b"ply"), _link("SEQ/latest", "point_clouds/000000.ply",
-                                                                      tarfile.SYMTYPE),
-                  _link("SEQ/copy.ply", "SEQ/point_clouds/000000.ply", tarfile.LNKTYPE)], mode="w:bz2")
-    outer = _tar([_file("SEQ.tar.bz2", inner), _file("list.txt", b"SEQ\n")])
+    inner = tar_bytes([tar_file("SEQ/point_clouds/000000.ply", b"ply"),
+                       tar_link("SEQ/latest", "point_clouds/000000.ply", tarfile.SYMTYPE),
+                  tar_link("SEQ/copy.ply", "SEQ/point_clouds/000000.ply", tarfile.LNKTYPE)], mode="w:bz2")
+    outer = tar_bytes([tar_file("SEQ.tar.bz2", inner), tar_file("list.txt", b"SEQ\n")])
     raw = tmp_path / "raw"
     raw.mkdir()
     (raw / "Synthia4D.tar").write_bytes(outer)
@@ -152,7 +132,7 @@ def test_safe_archive_extracts_with_internal_links_and_nested_bz2(tmp_path):
 
 def test_truncated_archive_is_reported(tmp_path):
     archive = tmp_path / "t.tar.bz2"
-    archive.write_bytes(_tar([_file("a.txt", b"y" * 100_000)], mode="w:bz2")[:-50])
+    archive.write_bytes(tar_bytes([tar_file("a.txt", b"y" * 100_000)], mode="w:bz2")[:-50])
     with pytest.raises(DataError, match="corrupt or truncated"):
         safe_extract(archive, tmp_path / "out")
     assert not list((tmp_path / "out").iterdir())
@@ -161,8 +141,8 @@ def test_truncated_archive_is_reported(tmp_path):
 def test_synthia4d_stage_downloads_and_extracts_when_frames_are_missing(tmp_path):
     """The real 'synthia4d' path against a local server: download -> record -> extract; the final check then
     reports the CVPR'19 frames that this tiny archive does not have."""
-    inner = _tar([_file("SYNTHIA-SEQS-01-DAWN/point_clouds/000000.ply", b"ply")], mode="w:bz2")
-    payload = _tar([_file("SYNTHIA-SEQS-01-DAWN.tar.bz2", inner)])
+    inner = tar_bytes([tar_file("SYNTHIA-SEQS-01-DAWN/point_clouds/000000.ply", b"ply")], mode="w:bz2")
+    payload = tar_bytes([tar_file("SYNTHIA-SEQS-01-DAWN.tar.bz2", inner)])
     with serve_bytes(payload, cut_after=700, cut_times=1) as server:
         with pytest.raises(DataError, match="lacks .* frames of the split lists"):
             prepare_raw("synthia4d", tmp_path / "raw", urls=[url_of(server)], splits=("val",), retries=2,

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.robust_workspace import git_copy_of_repo
+
 REPO = Path(__file__).resolve().parent.parent
 DVC = shutil.which("dvc", path=str(Path(sys.executable).parent)) or shutil.which("dvc")
 
@@ -55,19 +57,7 @@ def _run(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     """A fresh git repository holding the tracked files of this one (what a clone would have)."""
-    root = tmp_path_factory.mktemp("minkseg-repo")
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for name in files:
-        source = REPO / name
-        if source.is_file() and not name.startswith(("tests/", "benchmarks/")):
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, root / name)
-    _tiny_params(root / "params.yaml")
-    for cmd in (["init", "-q"], ["add", "-A"], ["-c", "user.email=ci@minkseg", "-c", "user.name=ci", "commit",
-                                                "-qm", "fixture"]):
-        subprocess.run(["git", *cmd], cwd=root, check=True, capture_output=True)
-    return root
+    return git_copy_of_repo(tmp_path_factory.mktemp("minkseg-repo"), lambda root: _tiny_params(root / "params.yaml"))
 
 
 def _stages_run(output: str) -> set[str]:

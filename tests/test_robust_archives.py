@@ -10,7 +10,6 @@ one-frame list so that a good archive passes the stage's final check.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import tarfile
 from pathlib import Path
@@ -18,30 +17,11 @@ from pathlib import Path
 import pytest
 
 import minkseg.data.splits
-from tests.data_fixtures import serve_bytes, url_of
+from tests.data_fixtures import serve_bytes, tar_bytes, tar_file, tar_link, url_of
 from tests.robust_workspace import error_line, leftovers, run_stage_here, snapshot, tiny_params, write_params
 
 FRAME = "SYNTHIA-SEQS-05-FOG/point_clouds/000000.ply"
 
-
-def _tar(members: list[tuple[tarfile.TarInfo, bytes | None]], mode: str = "w") -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode=mode) as tar:
-        for info, data in members:
-            if data is not None:
-                info.size = len(data)
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    return buffer.getvalue()
-
-
-def _file(name: str, data: bytes = b"x") -> tuple[tarfile.TarInfo, bytes]:
-    return tarfile.TarInfo(name), data
-
-
-def _link(name: str, target: str, kind: bytes) -> tuple[tarfile.TarInfo, None]:
-    info = tarfile.TarInfo(name)
-    info.type, info.linkname = kind, target
-    return info, None
 
 
 def _frame_ply() -> bytes:
@@ -55,8 +35,8 @@ def _frame_ply() -> bytes:
 
 
 def good_archive() -> bytes:
-    inner = _tar([_file(FRAME, _frame_ply())], mode="w:bz2")
-    return _tar([_file("SYNTHIA-SEQS-05-FOG.tar.bz2", inner)])
+    inner = tar_bytes([tar_file(FRAME, _frame_ply())], mode="w:bz2")
+    return tar_bytes([tar_file("SYNTHIA-SEQS-05-FOG.tar.bz2", inner)])
 
 
 @pytest.fixture
@@ -84,15 +64,15 @@ def _download(ws, capsys, monkeypatch) -> tuple[int, str]:
 
 
 UNSAFE = {
-    "dotdot": ([_file("SYNTHIA-SEQS-05-FOG/ok.txt"), _file("../evil.txt")],
+    "dotdot": ([tar_file("SYNTHIA-SEQS-05-FOG/ok.txt"), tar_file("../evil.txt")],
                "refusing to extract member '../evil.txt': '..' path component"),
-    "absolute": ([_file("/tmp/minkseg-robust-evil.txt")],
+    "absolute": ([tar_file("/tmp/minkseg-robust-evil.txt")],
                  "refusing to extract member '/tmp/minkseg-robust-evil.txt': absolute path"),
-    "symlink": ([_link("SYNTHIA-SEQS-05-FOG", "../../outside_dir", tarfile.SYMTYPE),
-                 _file("SYNTHIA-SEQS-05-FOG/evil.txt")],
+    "symlink": ([tar_link("SYNTHIA-SEQS-05-FOG", "../../outside_dir", tarfile.SYMTYPE),
+                 tar_file("SYNTHIA-SEQS-05-FOG/evil.txt")],
                 "refusing to extract link 'SYNTHIA-SEQS-05-FOG' -> '../../outside_dir': points outside the "
                 "extraction directory"),
-    "hardlink": ([_link("hard.txt", "../evil.txt", tarfile.LNKTYPE)],
+    "hardlink": ([tar_link("hard.txt", "../evil.txt", tarfile.LNKTYPE)],
                  "refusing to extract link 'hard.txt' -> '../evil.txt': points outside the extraction directory"),
 }
 
@@ -100,7 +80,7 @@ UNSAFE = {
 @pytest.mark.parametrize("case", sorted(UNSAFE))
 def test_unsafe_archive_is_refused_and_nothing_is_written(workspace, capsys, monkeypatch, case):
     members, problem = UNSAFE[case]
-    payload = _tar(members)
+    payload = tar_bytes(members)
     with serve_bytes(payload) as server:
         _params(workspace, url_of(server))
         code, stderr = _download(workspace, capsys, monkeypatch)
@@ -119,8 +99,8 @@ def test_unsafe_archive_is_refused_and_nothing_is_written(workspace, capsys, mon
 
 
 def test_corrupt_inner_bz2_names_the_archive_to_delete(workspace, capsys, monkeypatch):
-    inner = _tar([_file(FRAME, _frame_ply() * 2000)], mode="w:bz2")
-    payload = _tar([_file("SYNTHIA-SEQS-05-FOG.tar.bz2", inner[: len(inner) // 2])])
+    inner = tar_bytes([tar_file(FRAME, _frame_ply() * 2000)], mode="w:bz2")
+    payload = tar_bytes([tar_file("SYNTHIA-SEQS-05-FOG.tar.bz2", inner[: len(inner) // 2])])
     with serve_bytes(payload) as server:
         _params(workspace, url_of(server))
         code, stderr = _download(workspace, capsys, monkeypatch)

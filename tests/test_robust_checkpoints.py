@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.robust_workspace import (copy_workspace, error_line, leftovers, run_stage_here, shared_workspace,
-                                    snapshot)
+from tests.robust_workspace import copy_workspace, leftovers, refused, run_stage_here, shared_workspace
 
 
 class _RunsCodeWhenUnpickled:
@@ -28,21 +27,12 @@ def root(tmp_path_factory, tmp_path) -> Path:
     return copy_workspace(shared_workspace(tmp_path_factory), tmp_path / "ws")
 
 
-def _fails_cleanly(root: Path, stage: str, capsys, monkeypatch) -> str:
-    before = snapshot(root)
-    code, stderr = run_stage_here(root, stage, capsys, monkeypatch)
-    assert code == 2
-    line = error_line(stderr, stage)
-    assert snapshot(root) == before and leftovers(root) == []
-    return line
-
-
 def test_model_file_that_would_run_code_is_refused(root, capsys, monkeypatch):
     sentinel = root / "pwned"
     payload = torch.load(root / "models" / "model.pt", weights_only=True)
     payload["extra"] = _RunsCodeWhenUnpickled(sentinel)
     torch.save(payload, root / "models" / "model.pt")
-    line = _fails_cleanly(root, "evaluate", capsys, monkeypatch)
+    line = refused(root, "evaluate", capsys, monkeypatch)
     assert line.startswith("minkseg evaluate: error: models/model.pt: refused to load: it holds Python objects "
                            "other than tensors and plain containers, which could run code when unpickled")
     assert not sentinel.exists()
@@ -53,7 +43,7 @@ def test_training_checkpoint_that_would_run_code_is_refused(root, capsys, monkey
     state = torch.load(root / "data" / "checkpoints" / "last.pt", weights_only=True)
     state["rng"] = _RunsCodeWhenUnpickled(sentinel)
     torch.save(state, root / "data" / "checkpoints" / "last.pt")
-    line = _fails_cleanly(root, "train", capsys, monkeypatch)
+    line = refused(root, "train", capsys, monkeypatch)
     assert line.startswith("minkseg train: error: data/checkpoints/last.pt: refused to load")
     assert not sentinel.exists()
 
@@ -64,7 +54,7 @@ def test_model_file_for_another_network_names_both(root, capsys, monkeypatch):
     payload = torch.load(root / "models" / "model.pt", weights_only=True)
     payload["state_dict"] = build_model("Res16UNet18A", 3, 20, D=3).state_dict()  # but "model" still says 14A
     torch.save(payload, root / "models" / "model.pt")
-    line = _fails_cleanly(root, "evaluate", capsys, monkeypatch)
+    line = refused(root, "evaluate", capsys, monkeypatch)
     assert line.startswith("minkseg evaluate: error: models/model.pt: weights do not fit Res16UNet14A with 20 "
                            "classes (")
     assert line.endswith("; re-run the train stage")
@@ -77,7 +67,7 @@ def test_model_file_for_another_class_count_or_dataset_is_refused(root, capsys, 
     payload.update(num_classes=12, dataset="synthetic-synthia4d", class_names=[f"c{i}" for i in range(12)],
                    state_dict=build_model("Res16UNet14A", 3, 12, D=3).state_dict())
     torch.save(payload, root / "models" / "model.pt")
-    line = _fails_cleanly(root, "evaluate", capsys, monkeypatch)
+    line = refused(root, "evaluate", capsys, monkeypatch)
     assert line == ("minkseg evaluate: error: models/model.pt: was trained on synthetic-synthia4d with 12 classes but "
                     "base.dataset is synthetic-scannet with 20 classes; re-run the train stage (dvc repro)")
 
@@ -88,14 +78,14 @@ def test_model_file_for_another_class_count_or_dataset_is_refused(root, capsys, 
 ])
 def test_model_file_that_is_not_a_state_dict(root, capsys, monkeypatch, content, message):
     torch.save(content, root / "models" / "model.pt")
-    line = _fails_cleanly(root, "evaluate", capsys, monkeypatch)
+    line = refused(root, "evaluate", capsys, monkeypatch)
     assert line.startswith(f"minkseg evaluate: error: {message}")
 
 
 def test_truncated_model_file(root, capsys, monkeypatch):
     path = root / "models" / "model.pt"
     path.write_bytes(path.read_bytes()[:4096])
-    line = _fails_cleanly(root, "evaluate", capsys, monkeypatch)
+    line = refused(root, "evaluate", capsys, monkeypatch)
     assert line.startswith("minkseg evaluate: error: models/model.pt: not a readable PyTorch file (")
 
 
@@ -109,7 +99,7 @@ def test_training_checkpoint_that_is_not_a_checkpoint(root, capsys, monkeypatch,
         path.write_bytes(path.read_bytes()[:2048])
     else:
         torch.save(content, path)
-    line = _fails_cleanly(root, "train", capsys, monkeypatch)
+    line = refused(root, "train", capsys, monkeypatch)
     assert line.startswith(f"minkseg train: error: {message}")
 
 
@@ -138,7 +128,7 @@ def test_out_of_memory_in_training_names_the_scenes_and_the_params(root, capsys,
     (root / "data" / "checkpoints" / "last.pt").unlink()  # train from scratch: the first batch runs out of memory
     (root / "data" / "checkpoints" / "best.pt").unlink()
     monkeypatch.setattr(Res16UNet, "forward", _out_of_memory)
-    line = _fails_cleanly(root, "train", capsys, monkeypatch)
+    line = refused(root, "train", capsys, monkeypatch)
     assert line.startswith("minkseg train: error: out of memory in iteration 1 on a batch of ")
     assert " voxels from scenes scene000" in line
     assert line.endswith("; lower train.batch_size or train.train_limit_numpoints (or raise "
@@ -149,7 +139,7 @@ def test_out_of_memory_in_evaluation_names_the_scene_and_the_params(root, capsys
     from minkseg.nn.res16unet import Res16UNet
 
     monkeypatch.setattr(Res16UNet, "forward", _out_of_memory)
-    line = _fails_cleanly(root, "evaluate", capsys, monkeypatch)
+    line = refused(root, "evaluate", capsys, monkeypatch)
     assert line.startswith("minkseg evaluate: error: scene scene0003_00: out of memory on ")
     assert line.endswith(" voxels; evaluate on the CPU (base.device: cpu), or set voxelize.clip_bound / raise "
                          "voxelize.voxel_size (re-trains)")

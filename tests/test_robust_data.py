@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from minkseg.data.ply import read_ply, write_ply
-from tests.robust_workspace import (copy_workspace, edit_params, error_line, leftovers, run_stage_here,
+from tests.robust_workspace import (copy_workspace, edit_params, error_line, leftovers, refused, run_stage_here,
                                     shared_workspace, snapshot)
 
 TRAIN_SCENE = "scene0001_00"  # one of the three training scenes of the tiny workspace
@@ -48,16 +48,6 @@ def rewrite(root: Path, scene: str, edit, **encoding) -> None:
     mesh, labels = edit(dict(mesh), dict(labels))
     write_ply(mesh_path(root, scene), mesh, **encoding)
     write_ply(labels_path(root, scene), labels, **encoding)
-
-
-def refused(root: Path, stage: str, capsys, monkeypatch) -> str:
-    """Run a stage that must refuse: exit 2, one error line, outputs and inputs unchanged, nothing partial."""
-    before = snapshot(root)
-    code, stderr = run_stage_here(root, stage, capsys, monkeypatch)
-    assert code == 2
-    line = error_line(stderr, stage)
-    assert snapshot(root) == before and leftovers(root) == []
-    return line
 
 
 def accepted(root: Path, stage: str, capsys, monkeypatch) -> None:

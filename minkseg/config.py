@@ -192,6 +192,7 @@ class TrainParams(_Group):
     checkpoint_every: NonNegativeInt  # 0 = only at the end (a killed run then restarts from scratch)
     log_every: PositiveInt
     class_weights: Annotated[list[float] | Literal["balanced"] | None, BeforeValidator(_class_weights)]
+    lovasz_weight: Annotated[float, BeforeValidator(_reject_bool), Field(ge=0)]  # 0 = cross-entropy only
     num_workers: NonNegativeInt
     deterministic: bool
     augment: bool  # the original's training augmentations (rotation, scale, elastic, colour, dropout, flip)

@@ -120,16 +120,19 @@ def test_changed_params_start_fresh_and_finished_run_is_not_retrained(tmp_path):
     assert changed.resumed_from is None
 
 
-def test_adamw_step_schedule_class_weights_and_label_checks(tmp_path):
+def test_adamw_step_schedule_class_weights_lovasz_and_label_checks(tmp_path):
     params = train_params(optimizer="adamw", lr=0.01, scheduler="step", step_size=2, step_gamma=0.5,
-                          class_weights=[1.0, 2.0, 0.5], iterations=4, log_every=1, val_every=0)
-    result = make_trainer(tmp_path, params, val=False).fit()
+                          class_weights=[1.0, 2.0, 0.5], lovasz_weight=0.5, iterations=4, log_every=1, val_every=0)
+    trainer = make_trainer(tmp_path, params, val=False)
+    assert trainer.criterion.lovasz_weight == 0.5
+    result = trainer.fit()
     lrs = [row["lr"] for row in result.curves["train"]]
     assert lrs == pytest.approx([0.01, 0.01, 0.005, 0.005])
+    assert all(math.isfinite(row["loss"]) for row in result.curves["train"])
     with pytest.raises(EngineError, match="train.class_weights: has 2 values but the dataset has 3 classes"):
         make_trainer(tmp_path / "b", train_params(class_weights=[1.0, 2.0]))
     resolved = make_trainer(tmp_path / "d", train_params(class_weights="balanced"), class_weights=[0.5, 1.0, 1.5])
-    assert resolved.criterion.weight.tolist() == [0.5, 1.0, 1.5]  # 'balanced' resolved by the caller from the data
+    assert resolved.criterion.cross_entropy.weight.tolist() == [0.5, 1.0, 1.5]  # 'balanced' resolved by the caller from the data
     with pytest.raises(EngineError, match="'balanced' needs the training data's label counts"):
         make_trainer(tmp_path / "e", train_params(class_weights="balanced"))
 

@@ -35,6 +35,7 @@ from minkseg.config import Params, TrainParams
 from minkseg.engine import distributed
 from minkseg.engine.checkpoints import CheckpointStore, load_model_weights, rng_state, set_rng_state
 from minkseg.engine.errors import EngineError
+from minkseg.engine.losses import SegmentationLoss
 from minkseg.engine.runtime import configure_cpu_runtime
 from minkseg.engine.sampling import EpochOrder, ResumableBatchSampler, SeededDataset, ShardSampler, limit_batch_points
 from minkseg.engine.schedules import make_schedule, set_learning_rate
@@ -241,7 +242,7 @@ class Trainer:
             step_gamma=params.step_gamma, pct_start=params.onecycle_pct_start,
             div_factor=params.onecycle_div_factor, final_div_factor=params.onecycle_final_div_factor)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
-        self.criterion = nn.CrossEntropyLoss(weight=self._class_weights(), ignore_index=ignore_label)
+        self.criterion = SegmentationLoss(ignore_label, self._class_weights(), params.lovasz_weight).to(self.device)
         if self.dist.is_distributed:
             self.model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)

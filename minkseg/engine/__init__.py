@@ -1,4 +1,4 @@
-"""Training and evaluation engine: the loop, schedules, checkpoints, DDP helpers, evaluation, export, tracking.
+"""Training and evaluation engine: the loop, losses, schedules, checkpoints, DDP helpers, evaluation, export, tracking.
 
 Layering: the engine imports minkseg.metrics/config/atomic and torch; it reaches minkseg.sparse only lazily
 (through the default input builder), and never minkseg.data or minkseg.nn -- models, datasets, collate and
@@ -7,7 +7,8 @@ voxeliser are handed in by the stage scripts.
 
 from minkseg.engine.errors import CheckpointError, EngineError
 from minkseg.engine.evaluator import EvalResult, Evaluator, write_evaluation
+from minkseg.engine.losses import SegmentationLoss, lovasz_softmax
 from minkseg.engine.trainer import TrainResult, Trainer, resolve_device, seed_everything
 
-__all__ = ["CheckpointError", "EngineError", "EvalResult", "Evaluator", "TrainResult", "Trainer", "resolve_device",
-           "seed_everything", "write_evaluation"]
+__all__ = ["CheckpointError", "EngineError", "EvalResult", "Evaluator", "SegmentationLoss", "TrainResult", "Trainer",
+           "lovasz_softmax", "resolve_device", "seed_everything", "write_evaluation"]

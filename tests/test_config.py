@@ -70,6 +70,8 @@ def test_flat_params_and_fingerprint():
     ("base", "rdzv_endpoint", "localhost", "params.yaml: base.rdzv_endpoint: must be host:port"),
     ("train", "class_weights", [1.0, -2.0], "params.yaml: train.class_weights: item [1] must be > 0 (got -2.0)"),
     ("train", "class_weights", "balance", "params.yaml: train.class_weights: must be null, balanced, or a list"),
+    ("train", "lovasz_weight", -0.5, "params.yaml: train.lovasz_weight: must be >= 0 (got -0.5)"),
+    ("train", "lovasz_weight", "yes", "params.yaml: train.lovasz_weight: must be a number (got 'yes')"),
     ("evaluate", "rotation_angles", [], "params.yaml: evaluate.rotation_angles: needs at least 1 item(s)"),
     ("mlflow", "enabled", "maybe", "params.yaml: mlflow.enabled: must be true or false (got 'maybe')"),
     ("train", "model", "Res16UNet14A; rm -rf", "params.yaml: train.model: must match"),

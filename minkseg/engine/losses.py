@@ -30,7 +30,7 @@ def lovasz_softmax(probabilities: torch.Tensor, labels: torch.Tensor, ignore_lab
 
     ``probabilities`` is ``[N, C]`` (softmax outputs), ``labels`` ``[N]``; rows labelled ``ignore_label`` are left
     out. Returns a zero that keeps the graph when no row is labelled. All present classes are sorted in one call
-    (a per-class loop cost 25 ms a step on the CPU, this 10 ms).
+    (a per-class loop cost 27 ms a step on the CPU, this 11 ms).
     """
     keep = labels != ignore_label
     if not bool(keep.any()):

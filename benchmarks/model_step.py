@@ -25,11 +25,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-from torch import nn
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import minkseg  # noqa: E402,F401  (first: the OpenMP settings the stages run under, before torch loads)
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 import minkseg.sparse as ME  # noqa: E402
 from minkseg.nn import build_model, count_parameters  # noqa: E402

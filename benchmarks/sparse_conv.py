@@ -12,6 +12,7 @@ import statistics
 import time
 import warnings
 
+import minkseg  # noqa: F401  (first: the OpenMP settings the stages run under, before torch loads)
 import numpy as np
 import torch
 
@@ -69,11 +70,11 @@ def bench_minkseg(coords: torch.Tensor, feats: torch.Tensor, weight: torch.Tenso
 
     def build_map():
         x = ME.SparseTensor(feats, coords)
-        return x.coordinate_manager.kernel_map(x.coordinate_map_key, x.coordinate_map_key, layer.kernel_generator)
+        return x.coordinate_manager.kernel_map_for(x.coordinate_map_key, x.coordinate_map_key, layer.kernel_generator)
 
     t_map, kmap = timed(build_map, repeats, device)
     x = ME.SparseTensor(feats.requires_grad_(True), coords)
-    x.coordinate_manager.kernel_map(x.coordinate_map_key, x.coordinate_map_key, layer.kernel_generator)
+    x.coordinate_manager.kernel_map_for(x.coordinate_map_key, x.coordinate_map_key, layer.kernel_generator)
     t_fwd, out = timed(lambda: layer(x), repeats, device)
     grad = torch.ones_like(out.F)
     t_bwd, _ = timed(lambda: torch.autograd.grad(layer(x).F, [x.F, layer.kernel], grad), repeats, device)

@@ -59,7 +59,7 @@ def test_cuda_matches_cpu_float32(dtype, tol):
 def test_cuda_kernel_maps_stay_on_device():
     coords = random_sparse_coords(2, 10, 0.3).cuda()
     x = ME.SparseTensor(torch.randn(coords.shape[0], 2, device="cuda"), coords)
-    kmap = x.coordinate_manager.kernel_map(x.coordinate_map_key, x.coordinate_map_key,
+    kmap = x.coordinate_manager.kernel_map_for(x.coordinate_map_key, x.coordinate_map_key,
                                            ME.KernelGenerator(3, dimension=3))
     assert all(m.is_cuda for m in kmap.in_maps + kmap.out_maps)
 

@@ -140,7 +140,7 @@ def test_lookup_strategies_give_the_same_maps(monkeypatch, table_entries):
         maps = []
         for key_in, key_out in ((x.coordinate_map_key, x.coordinate_map_key),
                                 (x.coordinate_map_key, down.coordinate_map_key)):
-            kmap = x.coordinate_manager.kernel_map(key_in, key_out, ME.KernelGenerator(3, dimension=3))
+            kmap = x.coordinate_manager.kernel_map_for(key_in, key_out, ME.KernelGenerator(3, dimension=3))
             maps.append([sorted(zip(i.tolist(), o.tolist())) for i, o in zip(kmap.in_maps, kmap.out_maps)])
         reference.setdefault("maps", maps)
         assert maps == reference["maps"]

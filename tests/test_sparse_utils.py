@@ -6,21 +6,33 @@ import pytest
 import torch
 
 import minkseg.sparse as ME
-from minkseg.sparse.utils import unique_rows
+from minkseg.sparse.utils import quantize_points, unique_rows
 
 
-def test_quantize_keeps_every_voxel_once_and_inverse_reproduces_points():
+def test_voxeliser_core_keeps_every_voxel_once_in_lexicographic_order():
+    rng = np.random.default_rng(0)
+    points = rng.uniform(-1, 1, (5000, 3)).astype(np.float32)
+    feats = rng.normal(size=(5000, 4)).astype(np.float32)
+    coords, qfeats, labels, index, inverse = quantize_points(points, feats, ignore_label=255, quantization_size=0.1)
+    assert isinstance(coords, np.ndarray) and coords.dtype == np.int32 and labels is None
+    assert len({tuple(c) for c in coords.tolist()}) == len(coords)  # every voxel once
+    assert coords.tolist() == sorted(coords.tolist())  # the order the stored samples were made in
+    expected = np.floor(points / 0.1).astype(np.int32)
+    assert np.array_equal(coords[inverse], expected)  # inverse maps every point to its own voxel
+    assert np.array_equal(coords, expected[index]) and np.array_equal(qfeats, feats[index])
+
+
+def test_me_quantize_returns_me_types_first_points_in_input_order():
     rng = np.random.default_rng(0)
     points = rng.uniform(-1, 1, (5000, 3)).astype(np.float32)
     feats = rng.normal(size=(5000, 4)).astype(np.float32)
     coords, qfeats, index, inverse = ME.sparse_quantize(points, feats, quantization_size=0.1,
                                                         return_index=True, return_inverse=True)
-    assert isinstance(coords, np.ndarray) and coords.dtype == np.int32
-    assert len({tuple(c) for c in coords.tolist()}) == len(coords)  # every voxel once
-    expected = np.floor(points / 0.1).astype(np.int32)
-    assert np.array_equal(coords[inverse], expected)  # inverse maps every point to its own voxel
-    assert np.array_equal(coords, expected[index]) and np.array_equal(qfeats, feats[index])
-    assert set(map(tuple, expected.tolist())) == set(map(tuple, coords.tolist()))
+    assert isinstance(coords, torch.Tensor) and coords.dtype == torch.int32 and isinstance(qfeats, np.ndarray)
+    expected = torch.from_numpy(np.floor(points / 0.1).astype(np.int32))
+    assert torch.equal(coords[inverse], expected) and torch.equal(coords, expected[index])
+    assert index.tolist() == sorted(index.tolist()) and index[0] == 0  # first occurrences, input order
+    assert np.array_equal(qfeats, feats[index.numpy()])
 
 
 def test_conflicting_labels_become_ignore():

@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from minkseg.data.errors import DataError
-from minkseg.sparse.utils import sparse_quantize
+from minkseg.sparse.utils import quantize_points
 
 LABEL_MODES = ("ignore", "majority")
 Bound = tuple[float, float]
@@ -123,8 +123,7 @@ class Voxelizer:
             raise DataError("no points left to voxelise (empty scene or everything outside the clip box); "
                             "check voxelize.clip_bound")
         labels = np.asarray(labels).astype(np.int64)
-        coords, vfeats, vlabels, index, inverse = sparse_quantize(
-            grid, feats, labels, ignore_label=self.ignore_label, return_index=True, return_inverse=True)
+        coords, vfeats, vlabels, index, inverse = quantize_points(grid, feats, labels, ignore_label=self.ignore_label)
         if self.label_mode == "majority":
             vlabels = majority_labels(labels, inverse, len(coords), self.ignore_label)
         return coords, vfeats, vlabels.astype(np.int64), index.astype(np.int64), inverse.astype(np.int64)

@@ -24,7 +24,7 @@ from minkseg.atomic import atomic_open, atomic_write_json
 from minkseg.config import Params
 from minkseg.engine import distributed
 from minkseg.engine.errors import EngineError
-from minkseg.engine.runtime import configure_cpu_runtime
+from minkseg.engine.runtime import balance_threads, configure_cpu_runtime
 from minkseg.engine.export import (colorize, palette, render_confusion_png, render_scene_png, write_confusion_csv,
                                    write_ply)
 from minkseg.engine.trainer import InputBuilder, logits_of, resolve_device, sparse_input, unwrap
@@ -196,6 +196,7 @@ class Evaluator:
             if logits.shape != (count, self.num_classes):
                 raise EngineError(f"scene {name}: the model returned logits {tuple(logits.shape)} for {count} voxels "
                                   f"and {self.num_classes} classes")
+            balance_threads()
             probabilities = torch.softmax(logits.float(), dim=1)
             points = torch.from_numpy(np.nonzero(inverse >= 0)[0]).to(self.device)
             voxels = torch.from_numpy(inverse[inverse >= 0]).to(self.device)

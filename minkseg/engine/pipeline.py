@@ -19,6 +19,7 @@ from minkseg.engine import distributed
 from minkseg.engine.checkpoints import load_torch, save_torch
 from minkseg.engine.errors import EngineError
 from minkseg.engine.evaluator import Evaluator, write_evaluation
+from minkseg.engine.runtime import current_governor
 from minkseg.engine.tracking import flatten_metrics, make_tracker
 from minkseg.engine.trainer import Trainer, seed_everything
 
@@ -181,7 +182,9 @@ def run_train(params: Params, paths: PipelinePaths = PipelinePaths(), progress: 
     summary = {"best_val_miou": result.best_miou, "best_iteration": result.best_iteration,
                "iterations": result.iterations, "resumed_from": result.resumed_from,
                "train_seconds": round(time.perf_counter() - start, 1),
-               "parameters": sum(p.numel() for p in model.parameters())}
+               "parameters": sum(p.numel() for p in model.parameters()),
+               # > 0: the governor gave up threads to a busy neighbour, so the run is not bit-identical to a quiet one
+               "cpu_thread_changes": governor.changes if (governor := current_governor()) is not None else 0}
     if dist.is_main:
         state = result.best_state if result.best_state is not None else result.last_state
         save_trained_model(paths.model, state, params)

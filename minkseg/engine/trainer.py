@@ -36,7 +36,7 @@ from minkseg.engine import distributed
 from minkseg.engine.checkpoints import CheckpointStore, load_model_weights, rng_state, set_rng_state
 from minkseg.engine.errors import EngineError
 from minkseg.engine.losses import SegmentationLoss
-from minkseg.engine.runtime import configure_cpu_runtime
+from minkseg.engine.runtime import balance_threads, configure_cpu_runtime
 from minkseg.engine.sampling import EpochOrder, ResumableBatchSampler, SeededDataset, ShardSampler, limit_batch_points
 from minkseg.engine.schedules import make_schedule, set_learning_rate
 from minkseg.metrics import confusion_matrix, summarize
@@ -418,6 +418,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        balance_threads()
         return step_loss
 
     # -- validation -----------------------------------------------------------------------------------------
@@ -442,6 +443,7 @@ class Trainer:
                                          "lower train.val_batch_size (or raise voxelize.voxel_size), then re-run") \
                         from None
                 confusion += confusion_matrix(labels, logits.argmax(dim=1), self.num_classes, self.ignore_label)
+                balance_threads()
         model.train(was_training)
         confusion = distributed.all_reduce_array(confusion)
         return summarize(confusion, self.class_names)

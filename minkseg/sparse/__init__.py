@@ -1,11 +1,18 @@
-"""minkseg.sparse: MinkSeg's own sparse-convolution engine, with MinkowskiEngine's public names.
+"""minkseg.sparse: MinkSeg's own sparse-convolution engine, with MinkowskiEngine 0.5.4's public API.
 
-ME model code ports by changing one import: ``import minkseg.sparse as ME``. Pure PyTorch, CPU and CUDA, any
-dimension D, cube / cross / hybrid / custom kernel regions.
+ME model code ports by changing one import (``import minkseg.sparse as ME``), or runs unchanged through the opt-in
+alias (``python -m minkseg.sparse.alias script.py``). Pure PyTorch, CPU and CUDA, any dimension D, cube / cross /
+hybrid / custom kernel regions. README: the ME compatibility table.
 """
+import torch as _torch
+
+from minkseg.sparse.conversion import (MinkowskiToDenseTensor, MinkowskiToFeature, MinkowskiToSparseTensor,
+                                       dense_coordinates, to_sparse, to_sparse_all)
 from minkseg.sparse.convolution import MinkowskiConvolution, MinkowskiConvolutionTranspose
-from minkseg.sparse.coordinates import CoordinateManager, CoordinateMapKey, KernelMap
+from minkseg.sparse.coordinates import CoordinateManager, KernelMap
+from minkseg.sparse.field import TensorField
 from minkseg.sparse.kernel import KernelGenerator, RegionType, kernel_offsets
+from minkseg.sparse.keys import CoordinateMapKey, CoordinateMapType, GPUMemoryAllocatorType, MinkowskiAlgorithm
 from minkseg.sparse.pointwise import (MinkowskiBatchNorm, MinkowskiDropout, MinkowskiELU, MinkowskiGELU,
                                       MinkowskiInstanceNorm, MinkowskiLeakyReLU, MinkowskiLinear, MinkowskiNetwork,
                                       MinkowskiReLU, MinkowskiSigmoid, MinkowskiSoftmax, MinkowskiTanh, cat)
@@ -13,17 +20,54 @@ from minkseg.sparse.pooling import (MinkowskiAvgPooling, MinkowskiGlobalAvgPooli
                                     MinkowskiGlobalSumPooling, MinkowskiMaxPooling, MinkowskiPoolingTranspose,
                                     MinkowskiSumPooling)
 from minkseg.sparse.tensor import SparseTensor
+from minkseg.sparse.tensor_base import (SparseTensorOperationMode, SparseTensorQuantizationMode,
+                                        clear_global_coordinate_manager, global_coordinate_manager,
+                                        set_global_coordinate_manager, set_sparse_tensor_operation_mode,
+                                        sparse_tensor_operation_mode)
 from minkseg.sparse import utils
 from minkseg.sparse.utils import batched_coordinates, sparse_collate, sparse_quantize
 
 CoordinateManagerType = CoordinateManager
 
+
+def is_cuda_available() -> bool:
+    """ME: whether the engine can run on CUDA (here: whether torch sees a CUDA device)."""
+    return _torch.cuda.is_available()
+
+
+def cuda_version() -> int:
+    """ME: the CUDA version as an int (e.g. 12040 for 12.4), 0 without CUDA."""
+    if _torch.version.cuda is None:
+        return 0
+    major, minor = (_torch.version.cuda.split(".") + ["0"])[:2]
+    return int(major) * 1000 + int(minor) * 10
+
+
+def get_gpu_memory_info(device: int | None = None) -> tuple[int, int]:
+    """ME: (free, total) bytes of a CUDA device."""
+    return _torch.cuda.mem_get_info(device)
+
+
+def set_gpu_allocator(backend: GPUMemoryAllocatorType) -> None:
+    """ME: choose the CUDA allocator. Accepted for compatibility; memory always comes from torch's allocator."""
+    if not isinstance(backend, GPUMemoryAllocatorType):
+        raise TypeError(f"backend must be a GPUMemoryAllocatorType, got {backend!r}")
+
+
+set_memory_manager_backend = set_gpu_allocator
+
 __all__ = [
-    "SparseTensor", "CoordinateManager", "CoordinateMapKey", "KernelMap", "KernelGenerator", "RegionType",
-    "kernel_offsets", "MinkowskiConvolution", "MinkowskiConvolutionTranspose", "MinkowskiBatchNorm",
+    "SparseTensor", "TensorField", "SparseTensorOperationMode", "SparseTensorQuantizationMode",
+    "set_sparse_tensor_operation_mode", "sparse_tensor_operation_mode", "global_coordinate_manager",
+    "set_global_coordinate_manager", "clear_global_coordinate_manager", "CoordinateManager", "CoordinateMapKey",
+    "CoordinateMapType", "MinkowskiAlgorithm", "GPUMemoryAllocatorType", "KernelMap", "KernelGenerator",
+    "RegionType", "kernel_offsets", "MinkowskiConvolution", "MinkowskiConvolutionTranspose", "MinkowskiBatchNorm",
     "MinkowskiInstanceNorm", "MinkowskiReLU", "MinkowskiLeakyReLU", "MinkowskiELU", "MinkowskiGELU",
     "MinkowskiSigmoid", "MinkowskiTanh", "MinkowskiSoftmax", "MinkowskiDropout", "MinkowskiLinear",
     "MinkowskiNetwork", "cat", "MinkowskiSumPooling", "MinkowskiAvgPooling", "MinkowskiMaxPooling",
     "MinkowskiPoolingTranspose", "MinkowskiGlobalSumPooling", "MinkowskiGlobalAvgPooling",
-    "MinkowskiGlobalMaxPooling", "utils", "sparse_quantize", "batched_coordinates", "sparse_collate",
+    "MinkowskiGlobalMaxPooling", "MinkowskiToSparseTensor", "MinkowskiToDenseTensor", "MinkowskiToFeature",
+    "to_sparse", "to_sparse_all", "dense_coordinates", "utils", "sparse_quantize", "batched_coordinates",
+    "sparse_collate", "is_cuda_available", "cuda_version", "get_gpu_memory_info", "set_gpu_allocator",
+    "set_memory_manager_backend", "CoordinateManagerType",
 ]

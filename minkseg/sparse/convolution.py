@@ -36,6 +36,7 @@ class _MinkowskiConvolutionBase(nn.Module):
         self.kernel_generator = _make_generator(kernel_size, stride, dilation, kernel_generator, dimension,
                                                 self.is_transpose)
         self.in_channels, self.out_channels = in_channels, out_channels
+        self.expand_coordinates = expand_coordinates
         self.dimension = self.kernel_generator.dimension
         volume = self.kernel_generator.kernel_volume
         shape = (volume, in_channels, out_channels) if volume > 1 else (in_channels, out_channels)
@@ -59,6 +60,8 @@ class _MinkowskiConvolutionBase(nn.Module):
 
     def _output_key(self, input: SparseTensor) -> CoordinateMapKey:
         manager, key, gen = input.coordinate_manager, input.coordinate_map_key, self.kernel_generator
+        if self.expand_coordinates and not self.is_transpose:
+            return manager.expanded_key(key, gen)
         if all(s == 1 for s in gen.kernel_stride):
             return key
         if self.is_transpose:
@@ -79,7 +82,7 @@ class _MinkowskiConvolutionBase(nn.Module):
                 not self.kernel_generator.offsets.any():
             features = input.F @ kernel[0].to(input.F.dtype)  # a 1x1 conv on the same set is a plain matmul
         else:
-            kmap = input.coordinate_manager.kernel_map(input.coordinate_map_key, out_key, self.kernel_generator,
+            kmap = input.coordinate_manager.kernel_map_for(input.coordinate_map_key, out_key, self.kernel_generator,
                                                        is_transpose=self.is_transpose)
             features = sparse_conv(input.F, kernel, kmap)
         if self.bias is not None:

@@ -2,38 +2,30 @@
 
 It owns the coordinate set of every tensor stride and caches kernel maps, so a U-Net builds each map once: all
 blocks at one stride share a map, and a transposed conv reuses the map of the strided conv it mirrors. Lookups
-are sort + binary search on packed int64 keys, done on the coordinates' own device (no host round-trip on CUDA).
+are sort + binary search (or a dense table) on packed int64 keys, done on the coordinates' own device (no host
+round-trip on CUDA). Besides the engine's own calls (``insert``, ``stride_key``, ``kernel_map_for``) it has
+MinkowskiEngine 0.5's public methods with ME's signatures (``insert_and_map``, ``stride``, ``kernel_map``,
+``origin``, ``origin_map``, ``stride_map``, ``union_map``, ``get_coordinates``, ...), because ME user code calls them.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
-from minkseg.sparse.kernel import KernelGenerator
-from minkseg.sparse.utils import unique_rows
+from minkseg.sparse.kernel import KernelGenerator, RegionType, to_tuple
+from minkseg.sparse.keys import CoordinateMapKey, CoordinateMapType, GPUMemoryAllocatorType, MinkowskiAlgorithm
+from minkseg.sparse.utils import batch_rows_of, unique_rows, unique_rows_in_order
 
-__all__ = ["CoordinateMapKey", "CoordinateManager", "KernelMap"]
+__all__ = ["CoordinateMapKey", "CoordinateManager", "KernelMap", "CoordinateMapType", "MinkowskiAlgorithm",
+           "GPUMemoryAllocatorType", "lookup_rows"]
 
 # Kernel maps look coordinates up in a dense int32 table over the bounding box of one batch chunk when the box
 # holds at most this many cells (128 MiB): a gather per query instead of a ~20-step binary search, about 4x
 # faster on a ScanNet room. Larger boxes (huge outdoor scenes) fall back to binary search on sorted keys.
 _DENSE_TABLE_ENTRIES = 1 << 25
-
-
-@dataclass(frozen=True)
-class CoordinateMapKey:
-    """Names one coordinate set: its tensor stride per axis plus a tag that tells apart unrelated sets."""
-
-    tensor_stride: tuple[int, ...]
-    tag: str = ""
-
-    def get_tensor_stride(self) -> list[int]:
-        return list(self.tensor_stride)
-
-    def get_coordinate_size(self) -> int:
-        return len(self.tensor_stride) + 1
 
 
 @dataclass
@@ -62,10 +54,12 @@ class _CoordinateSet:
     def __init__(self, coordinates: torch.Tensor) -> None:
         self.coordinates = coordinates
         c64 = coordinates.long()
-        if c64.shape[0] == 0:
-            raise ValueError("a SparseTensor needs at least one coordinate")
-        self.lo = c64.min(0).values
-        self.hi = c64.max(0).values
+        if c64.shape[0] == 0:  # an empty set (ME allows zero-row tensors): any frame holds it
+            self.lo = torch.zeros(c64.shape[1], dtype=torch.long, device=c64.device)
+            self.hi = self.lo.clone()
+        else:
+            self.lo = c64.min(0).values
+            self.hi = c64.max(0).values
         self._frames: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def frame(self, lo: torch.Tensor, radix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -93,49 +87,88 @@ def _radix_multipliers(radix: torch.Tensor) -> torch.Tensor:
 
 
 class CoordinateManager:
-    """Coordinate sets per stride and a kernel-map cache keyed by (in, out, kernel size, stride, dilation, region)."""
+    """Coordinate sets per stride and a kernel-map cache keyed by (in, out, kernel size, stride, dilation, region).
 
-    def __init__(self, D: int, device: torch.device | str = "cpu") -> None:
+    ``CoordinateManager(D)`` as in ME; ``coordinate_map_type=CoordinateMapType.CUDA`` (or ``device=``) keeps the
+    coordinates on the GPU. ``num_threads``, ``allocator_type`` and ``minkowski_algorithm`` are accepted for ME's
+    signature and change nothing here.
+    """
+
+    def __init__(self, D: int = 0, num_threads: int = -1, coordinate_map_type: CoordinateMapType | None = None,
+                 allocator_type: GPUMemoryAllocatorType | None = None,
+                 minkowski_algorithm: MinkowskiAlgorithm | None = None, *,
+                 device: torch.device | str | None = None) -> None:
+        if isinstance(num_threads, (str, torch.device)):  # minkseg's older CoordinateManager(D, device) call
+            device, num_threads = num_threads, -1
+        if D < 1:
+            raise ValueError(f"CoordinateManager needs a spatial dimension D >= 1, got {D}")
+        if device is None:
+            device = "cuda" if coordinate_map_type == CoordinateMapType.CUDA else "cpu"
         self.D = D
         self.device = torch.device(device)
+        self.minkowski_algorithm = minkowski_algorithm or MinkowskiAlgorithm.DEFAULT
         self._sets: dict[CoordinateMapKey, _CoordinateSet] = {}
+        self._fields: dict[CoordinateMapKey, torch.Tensor] = {}
         self._kernel_maps: dict[tuple, KernelMap] = {}
         self._next_tag = 0
         self.kernel_map_builds = 0  # how many maps were actually computed (tests check the cache with it)
 
-    # ----------------------------------------------------------------- coordinate sets
+    def __repr__(self) -> str:
+        sets = ", ".join(f"{k}: {self.size(k)}" for k in self._sets)
+        return f"CoordinateManager(D={self.D}, device={self.device}, sets=[{sets}])"
+
+    # ----------------------------------------------------------------- coordinate sets (engine calls)
+    def _fresh_key(self, stride: tuple[int, ...], tag: str | None) -> CoordinateMapKey:
+        if tag is None:
+            tag = ""
+        if CoordinateMapKey(stride, tag) not in self._sets and CoordinateMapKey(stride, tag) not in self._fields:
+            return CoordinateMapKey(stride, tag)
+        while True:  # ME gives a colliding insert a new random string id; a counter is deterministic
+            self._next_tag += 1
+            key = CoordinateMapKey(stride, f"{tag}set{self._next_tag}")
+            if key not in self._sets and key not in self._fields:
+                return key
+
     def insert(self, coordinates: torch.Tensor, tensor_stride: Sequence[int], tag: str | None = None
                ) -> CoordinateMapKey:
-        """Register a new coordinate set; an untagged insert at a stride already held gets a fresh tag."""
+        """Register a coordinate set whose rows are already unique; an untagged insert at a stride already held
+        gets a fresh tag. (ME's ``insert_and_map`` below also removes duplicate rows.)"""
         if coordinates.dim() != 2 or coordinates.shape[1] != self.D + 1:
             raise ValueError(f"coordinates must be [N, 1+D] = [N, {self.D + 1}] (batch first), "
                              f"got shape {tuple(coordinates.shape)}")
         stride = tuple(int(s) for s in tensor_stride)
-        if tag is None:
-            tag = ""
-            while CoordinateMapKey(stride, tag) in self._sets:
-                self._next_tag += 1
-                tag = f"set{self._next_tag}"
-        key = CoordinateMapKey(stride, tag)
+        key = self._fresh_key(stride, tag) if tag is None else CoordinateMapKey(stride, tag)
         self._sets[key] = _CoordinateSet(coordinates.to(self.device, torch.int32).contiguous())
         return key
 
     def __contains__(self, key: CoordinateMapKey) -> bool:
         return key in self._sets
 
-    def get_coordinates(self, key: CoordinateMapKey) -> torch.Tensor:
-        return self._sets[key].coordinates
+    def _key(self, key_or_stride: CoordinateMapKey | int | Sequence[int]) -> CoordinateMapKey:
+        """A key, or ME's shorthand: a tensor stride (int or list) naming the first set held at that stride."""
+        if isinstance(key_or_stride, CoordinateMapKey):
+            if key_or_stride not in self._sets:
+                raise KeyError(f"{key_or_stride} is not held by this coordinate manager")
+            return key_or_stride
+        stride = to_tuple(key_or_stride, self.D, "tensor_stride")
+        for key in self._sets:
+            if key.tensor_stride == stride:
+                return key
+        raise KeyError(f"no coordinate set with tensor stride {list(stride)} in this coordinate manager")
 
-    def size(self, key: CoordinateMapKey) -> int:
-        return int(self._sets[key].coordinates.shape[0])
+    def get_coordinates(self, key: CoordinateMapKey | int | Sequence[int]) -> torch.Tensor:
+        return self._sets[self._key(key)].coordinates
+
+    def size(self, key: CoordinateMapKey | int | Sequence[int]) -> int:
+        return int(self._sets[self._key(key)].coordinates.shape[0])
 
     def keys(self) -> list[CoordinateMapKey]:
         return list(self._sets)
 
-    def stride_key(self, in_key: CoordinateMapKey, stride: Sequence[int]) -> CoordinateMapKey:
+    def stride_key(self, in_key: CoordinateMapKey, stride: Sequence[int], tag: str | None = None) -> CoordinateMapKey:
         """The set at ``tensor_stride * stride``: floor(c / (t*s)) * (t*s), created on first use."""
         new_stride = tuple(t * s for t, s in zip(in_key.tensor_stride, stride))
-        out_key = CoordinateMapKey(new_stride, in_key.tag)
+        out_key = CoordinateMapKey(new_stride, in_key.tag if tag is None else tag)
         if out_key not in self._sets:
             coords = self._sets[in_key].coordinates.long()
             step = torch.tensor((1,) + new_stride, dtype=torch.long, device=coords.device)
@@ -164,12 +197,29 @@ class CoordinateManager:
             self._sets[out_key] = _CoordinateSet(uniq.to(torch.int32).contiguous())
         return out_key
 
-    # ----------------------------------------------------------------- kernel maps
-    def kernel_map(self, in_key: CoordinateMapKey, out_key: CoordinateMapKey, kernel: KernelGenerator,
-                   is_transpose: bool = False) -> KernelMap:
+    def expanded_key(self, in_key: CoordinateMapKey, kernel: KernelGenerator) -> CoordinateMapKey:
+        """ME's ``expand_coordinates=True`` output set: every input coordinate moved by every kernel offset
+        (x tensor stride x dilation), kept where it lies on the output stride's grid. Always a new set."""
+        in_stride = in_key.tensor_stride
+        out_stride = tuple(t * s for t, s in zip(in_stride, kernel.kernel_stride))
+        coords = self._sets[in_key].coordinates.long()
+        scale = torch.tensor(in_stride, dtype=torch.long, device=coords.device) * torch.tensor(
+            kernel.kernel_dilation, dtype=torch.long, device=coords.device)
+        offs = kernel.offsets.to(coords.device) * scale
+        expanded = coords[:, None, :].repeat(1, offs.shape[0], 1)
+        expanded[:, :, 1:] += offs[None]
+        expanded = expanded.reshape(-1, coords.shape[1])
+        grid = torch.tensor(out_stride, dtype=torch.long, device=coords.device)
+        expanded = expanded[(torch.remainder(expanded[:, 1:], grid) == 0).all(1)]
+        uniq, _, _ = unique_rows(expanded)
+        return self.insert(uniq, out_stride, tag=self._fresh_key(out_stride, "expanded").tag)
+
+    # ----------------------------------------------------------------- kernel maps (engine calls)
+    def kernel_map_for(self, in_key: CoordinateMapKey, out_key: CoordinateMapKey, kernel: KernelGenerator,
+                       is_transpose: bool = False) -> KernelMap:
         """Cached map between two sets; a transposed map is the swapped map of the mirrored strided conv."""
         if is_transpose:
-            return self.kernel_map(out_key, in_key, kernel, is_transpose=False).transposed()
+            return self.kernel_map_for(out_key, in_key, kernel, is_transpose=False).transposed()
         cache_key = (in_key, out_key, kernel.kernel_size, kernel.kernel_dilation, kernel.region_key)
         kmap = self._kernel_maps.get(cache_key)
         if kmap is None:
@@ -178,10 +228,184 @@ class CoordinateManager:
             self.kernel_map_builds += 1
         return kmap
 
+    # ----------------------------------------------------------------- MinkowskiEngine's public methods
+    def insert_and_map(self, coordinates: torch.Tensor, tensor_stride: int | Sequence[int] = 1,
+                       string_id: str = "") -> tuple[CoordinateMapKey, tuple[torch.Tensor, torch.Tensor]]:
+        """ME: store the unique rows (first occurrences, in input order) and return
+        ``(key, (unique_map, inverse_map))`` with ``coordinates[unique_map][inverse_map] == coordinates``."""
+        if not isinstance(coordinates, torch.Tensor):
+            coordinates = torch.as_tensor(coordinates)
+        if coordinates.dim() != 2 or coordinates.shape[1] != self.D + 1:
+            raise ValueError(f"coordinates must be [N, 1+D] = [N, {self.D + 1}] (batch first), "
+                             f"got shape {tuple(coordinates.shape)}")
+        coordinates = coordinates.to(self.device)
+        unique_map, inverse_map = unique_rows_in_order(coordinates)
+        stride = to_tuple(tensor_stride, self.D, "tensor_stride")
+        key = self._fresh_key(stride, string_id)
+        self._sets[key] = _CoordinateSet(coordinates[unique_map].to(torch.int32).contiguous())
+        return key, (unique_map, inverse_map)
+
+    def stride(self, coordinate_map_key: CoordinateMapKey, stride: int | Sequence[int],
+               string_id: str = "") -> CoordinateMapKey:
+        """ME: the set at ``tensor_stride * stride`` (floor to the coarser grid), created on first use."""
+        return self.stride_key(self._key(coordinate_map_key), to_tuple(stride, self.D, "stride"),
+                               tag=string_id or None)
+
+    def _batch_indices(self, key: CoordinateMapKey) -> torch.Tensor:
+        return torch.unique(self._sets[key].coordinates[:, 0].long(), sorted=True)
+
+    def origin(self) -> CoordinateMapKey:
+        """ME: the set of one coordinate per batch index present (batch, 0, ..., 0), ascending by batch index,
+        over the first set inserted. Global pooling writes to it."""
+        if not self._sets:
+            raise ValueError("origin(): the coordinate manager holds no coordinates yet")
+        return self.origin_of(next(iter(self._sets)))
+
+    def origin_of(self, key: CoordinateMapKey) -> CoordinateMapKey:
+        """The origin set of the batch indices present in ``key``'s set (what a global pooling outputs)."""
+        batches = self._batch_indices(key)
+        origin_key = CoordinateMapKey((0,) * self.D, f"origin:{key.tag}:{','.join(map(str, batches.tolist()))}")
+        if origin_key not in self._sets:
+            coords = torch.zeros(batches.numel(), self.D + 1, dtype=torch.int32, device=self.device)
+            coords[:, 0] = batches.to(torch.int32)
+            self._sets[origin_key] = _CoordinateSet(coords)
+        return origin_key
+
+    def origin_map(self, key: CoordinateMapKey) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """ME: ``(batch_indices, rows)``: the batch indices present (ascending) and, for every batch index from 0
+        to the largest, the rows of ``key``'s set in that batch (empty for an absent index)."""
+        key = self._key(key)
+        batch = self._sets[key].coordinates[:, 0]
+        return torch.unique(batch.long(), sorted=True), batch_rows_of(batch)
+
+    def number_of_unique_batch_indices(self) -> int:
+        """ME: how many batch indices the first inserted set holds."""
+        return 0 if not self._sets else int(self._batch_indices(next(iter(self._sets))).numel())
+
+    def kernel_map(self, in_key: CoordinateMapKey | int | Sequence[int], out_key: CoordinateMapKey | int | Sequence[int],
+                   stride: int | Sequence[int] = 1, kernel_size: int | Sequence[int] = 3,
+                   dilation: int | Sequence[int] = 1, region_type: RegionType = RegionType.HYPER_CUBE,
+                   region_offset: torch.Tensor | None = None, is_transpose: bool = False,
+                   is_pool: bool = False) -> dict[int, torch.Tensor]:
+        """ME: ``{kernel_index: tensor[2, n]}`` with row 0 the input rows feeding row 1's output rows, for the
+        offsets that have pairs. Keys may be given as tensor strides (ME's shorthand)."""
+        in_key, out_key = self._key(in_key), self._key(out_key)
+        if region_offset is not None and region_offset.numel() == 0:
+            region_offset = None
+        if to_tuple(kernel_size, self.D, "kernel_size") == (1,) * self.D:
+            region_type = RegionType.HYPER_CUBE  # as ME: a cross of size 1 is the single centre offset
+        generator = KernelGenerator(kernel_size, stride, dilation, is_transpose=is_transpose,
+                                    region_type=RegionType(int(getattr(region_type, "value", region_type))),
+                                    region_offsets=region_offset, dimension=self.D)
+        kmap = self.kernel_map_for(in_key, out_key, generator, is_transpose=is_transpose)
+        return {k: torch.stack([kmap.in_maps[k], kmap.out_maps[k]]).int()
+                for k in range(len(kmap.in_maps)) if kmap.in_maps[k].numel()}
+
+    def get_kernel_map(self, *args, **kwargs) -> dict[int, torch.Tensor]:
+        """ME's deprecated alias of :meth:`kernel_map`."""
+        return self.kernel_map(*args, **kwargs)
+
+    def stride_map(self, in_key: CoordinateMapKey, stride_key: CoordinateMapKey) -> tuple[torch.Tensor, torch.Tensor]:
+        """ME: ``(in_rows, out_rows)``: every row of ``in_key``'s set and the row of the coarser set it falls in."""
+        in_key, stride_key = self._key(in_key), self._key(stride_key)
+        coords = self._sets[in_key].coordinates.long()
+        step = torch.tensor((1,) + stride_key.tensor_stride, dtype=torch.long, device=coords.device)
+        rows = lookup_rows(self._sets[stride_key].coordinates, torch.div(coords, step, rounding_mode="floor") * step)
+        found = torch.nonzero(rows >= 0).squeeze(1)
+        return found, rows[found]
+
+    def union_map(self, in_keys: Sequence[CoordinateMapKey], out_key: CoordinateMapKey | None = None
+                  ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """ME: the union of several sets of one tensor stride, as a new set, and per input key the pair
+        ``(in_rows, out_rows)`` placing its rows in the union. An unset ``out_key`` (``CoordinateMapKey(D + 1)``) is
+        filled in, as ME does. The union lists the first set's rows, then each next set's new rows, in order."""
+        key_list = [self._key(k) for k in in_keys]
+        if not key_list:
+            raise ValueError("union_map needs at least one coordinate map key")
+        strides = {k.tensor_stride for k in key_list}
+        if len(strides) != 1:
+            raise ValueError(f"union_map: all sets need the same tensor stride, got {sorted(strides)}")
+        stride = strides.pop()
+        stacked = torch.cat([self._sets[k].coordinates for k in key_list])
+        unique_map, inverse = unique_rows_in_order(stacked)
+        new_key = self.insert(stacked[unique_map], stride, tag=self._fresh_key(stride, "union").tag)
+        if out_key is not None and not out_key.is_key_set():
+            out_key._set(new_key.tensor_stride, new_key.tag)
+        maps, start = [], 0
+        for k in key_list:
+            n = self.size(k)
+            maps.append((torch.arange(n, device=self.device), inverse[start:start + n]))
+            start += n
+        return maps
+
+    def interpolation_map_weight(self, key: CoordinateMapKey, samples: torch.Tensor
+                                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """ME: N-linear interpolation of ``key``'s set at continuous ``samples`` [M, 1+D]: ``(set_rows,
+        sample_rows, weights)`` over the 2^D grid corners (at the set's tensor stride) that exist; a weight is the
+        product of (1 - |x - corner| / stride) over the axes, missing corners contribute nothing."""
+        key = self._key(key)
+        stride = torch.tensor(key.tensor_stride, dtype=samples.dtype, device=samples.device)
+        batch = torch.round(samples[:, :1])
+        spatial = samples[:, 1:]
+        low = torch.floor(spatial / stride) * stride
+        set_rows, sample_rows, weights = [], [], []
+        for corner in itertools.product((0, 1), repeat=self.D):
+            c = torch.tensor(corner, dtype=samples.dtype, device=samples.device)
+            point = low + c * stride
+            w = torch.prod(1 - torch.abs(spatial - point) / stride, dim=1)
+            rows = lookup_rows(self._sets[key].coordinates, torch.cat([batch, point], 1).long())
+            hit = torch.nonzero(rows >= 0).squeeze(1)
+            set_rows.append(rows[hit])
+            sample_rows.append(hit)
+            weights.append(w[hit])
+        return torch.cat(set_rows), torch.cat(sample_rows), torch.cat(weights)
+
+    # ----------------------------------------------------------------- continuous coordinates (TensorField)
+    def insert_field(self, coordinates: torch.Tensor, tensor_stride: int | Sequence[int] = 1,
+                     string_id: str = "") -> CoordinateMapKey:
+        """ME: store continuous coordinates [N, 1+D] (every row kept, duplicates included) under a new key."""
+        if coordinates.dim() != 2 or coordinates.shape[1] != self.D + 1:
+            raise ValueError(f"field coordinates must be [N, 1+D] = [N, {self.D + 1}], got {tuple(coordinates.shape)}")
+        key = self._fresh_key(to_tuple(tensor_stride, self.D, "tensor_stride"), string_id or "field")
+        self._fields[key] = coordinates.to(self.device)
+        return key
+
+    def get_coordinate_field(self, key: CoordinateMapKey) -> torch.Tensor:
+        if key not in self._fields:
+            raise KeyError(f"{key} is not a coordinate field of this manager")
+        return self._fields[key]
+
+    def field_to_sparse_insert_and_map(self, field_key: CoordinateMapKey, tensor_stride: int | Sequence[int] = 1,
+                                       string_id: str = "") -> tuple[CoordinateMapKey, tuple[torch.Tensor, torch.Tensor]]:
+        """ME: quantise a field (floor to the ``tensor_stride`` grid) into a new sparse set:
+        ``(key, (unique_index, inverse_mapping))`` over the field's rows."""
+        stride = to_tuple(tensor_stride, self.D, "tensor_stride")
+        field = self.get_coordinate_field(field_key)
+        return self.insert_and_map(_floor_to_grid(field, stride), stride, string_id)
+
+    def field_to_sparse_map(self, field_key: CoordinateMapKey, sparse_key: CoordinateMapKey
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+        """ME: ``(inverse_mapping, unique_index)`` between a field and an existing sparse set: the sparse row of
+        every field point (-1 where its voxel is absent) and, per sparse row, the first field point in it (-1:
+        none)."""
+        sparse_key = self._key(sparse_key)
+        field = self.get_coordinate_field(field_key)
+        rows = lookup_rows(self._sets[sparse_key].coordinates, _floor_to_grid(field, sparse_key.tensor_stride))
+        first = torch.full((self.size(sparse_key),), field.shape[0], dtype=torch.long, device=field.device)
+        hit = torch.nonzero(rows >= 0).squeeze(1)
+        first.scatter_reduce_(0, rows[hit], hit, reduce="amin")
+        first[first == field.shape[0]] = -1
+        return rows, first
+
     def _build_kernel_map(self, in_key: CoordinateMapKey, out_key: CoordinateMapKey,
                           kernel: KernelGenerator) -> KernelMap:
         in_set, out_set = self._sets[in_key], self._sets[out_key]
         device = in_set.coordinates.device
+        if in_set.coordinates.shape[0] == 0 or out_set.coordinates.shape[0] == 0:  # zero-row tensors: no pairs
+            empty = torch.empty(0, dtype=torch.long, device=device)
+            volume = kernel.kernel_volume
+            return KernelMap([empty] * volume, [empty] * volume, [False] * volume, in_set.coordinates.shape[0],
+                             out_set.coordinates.shape[0])
         scale = torch.tensor(in_key.tensor_stride, dtype=torch.long) * torch.tensor(kernel.kernel_dilation)
         offsets = kernel.offsets * scale  # [K, D] coordinate offsets, on the CPU (small)
         zero = torch.zeros(offsets.shape[0], 1, dtype=torch.long)
@@ -292,3 +516,29 @@ def _lookup_binary_search(sorted_keys: torch.Tensor, perm: torch.Tensor, out_key
         hit = sorted_keys[pos] == query
         found.append((perm[pos[hit]], out_order[hit]))
     return found
+
+
+def _floor_to_grid(coordinates: torch.Tensor, tensor_stride: Sequence[int]) -> torch.Tensor:
+    """int64 rows: batch rounded, spatial floored to multiples of the tensor stride."""
+    stride = torch.tensor(tensor_stride, dtype=torch.float64, device=coordinates.device)
+    spatial = torch.floor(coordinates[:, 1:].double() / stride) * stride
+    return torch.cat([torch.round(coordinates[:, :1].double()), spatial], 1).long()
+
+
+def lookup_rows(stored: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    """Row of each query [M, 1+D] in the unique rows ``stored`` [N, 1+D], -1 where absent (sort + binary search
+    on keys packed over the common bounding box)."""
+    if queries.shape[0] == 0 or stored.shape[0] == 0:
+        return torch.full((queries.shape[0],), -1, dtype=torch.long, device=queries.device)
+    stored64, queries64 = stored.long().to(queries.device), queries.long()
+    lo = torch.minimum(stored64.min(0).values, queries64.min(0).values)
+    hi = torch.maximum(stored64.max(0).values, queries64.max(0).values)
+    radix = hi - lo + 1
+    if float(torch.prod(radix.double())) >= 2.0 ** 62:
+        raise ValueError("coordinates span too large a range to pack into 64-bit keys")
+    mult = _radix_multipliers(radix)
+    keys = ((stored64 - lo) * mult).sum(1)
+    sorted_keys, perm = torch.sort(keys)
+    query_keys = ((queries64 - lo) * mult).sum(1)
+    pos = torch.searchsorted(sorted_keys, query_keys).clamp_(max=sorted_keys.numel() - 1)
+    return torch.where(sorted_keys[pos] == query_keys, perm[pos], torch.full_like(pos, -1))

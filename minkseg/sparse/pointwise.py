@@ -1,7 +1,8 @@
 """Layers that act on each row's features alone (norm, activations, dropout, linear) and channel concatenation.
 
-They never touch coordinates, so each one applies a torch module to ``F`` and keeps the coordinate map key.
-Each holds its torch module under ME's attribute name (``.bn``, ``.linear``) so ME state dicts load.
+They never touch coordinates, so each one applies a torch module to ``F`` and keeps the coordinates: a SparseTensor
+stays on its coordinate map key, a TensorField on its points. Each holds its torch module under ME's attribute name
+(``.bn``, ``.linear``) so ME state dicts load.
 """
 from __future__ import annotations
 
@@ -9,15 +10,16 @@ import torch
 from torch import nn
 
 from minkseg.sparse.tensor import SparseTensor
+from minkseg.sparse.tensor_base import CoordinatesMismatchError, Tensor
 
 __all__ = ["MinkowskiBatchNorm", "MinkowskiInstanceNorm", "MinkowskiReLU", "MinkowskiLeakyReLU", "MinkowskiELU",
            "MinkowskiGELU", "MinkowskiSigmoid", "MinkowskiTanh", "MinkowskiSoftmax", "MinkowskiDropout",
            "MinkowskiLinear", "MinkowskiNetwork", "cat"]
 
 
-def _check_sparse(layer: nn.Module, input: object) -> SparseTensor:
-    if not isinstance(input, SparseTensor):
-        raise TypeError(f"{type(layer).__name__} expects a SparseTensor, got {type(input).__name__}")
+def _check_sparse(layer: nn.Module, input: object) -> Tensor:
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{type(layer).__name__} expects a SparseTensor or TensorField, got {type(input).__name__}")
     return input
 
 
@@ -45,8 +47,8 @@ class MinkowskiInstanceNorm(nn.Module):
 
     def forward(self, input: SparseTensor) -> SparseTensor:
         features = _check_sparse(self, input).F
-        batch = input.C[:, 0].long()
-        n_batch = int(batch.max()) + 1
+        batch = torch.round(input.C[:, 0]).long() if input.C.is_floating_point() else input.C[:, 0].long()
+        n_batch = int(batch.max()) + 1 if batch.numel() else 0
         count = torch.bincount(batch, minlength=n_batch).clamp_(min=1).to(features.dtype)[:, None]
         mean = torch.zeros(n_batch, features.shape[1], dtype=features.dtype, device=features.device)
         mean = mean.index_add(0, batch, features) / count
@@ -129,13 +131,21 @@ class MinkowskiNetwork(nn.Module):
         self.D = D
 
 
-def cat(*sparse_tensors: SparseTensor) -> SparseTensor:
-    """Concatenate channels of tensors that live on the same coordinates (a U-Net skip connection)."""
+def cat(*sparse_tensors: Tensor) -> Tensor:
+    """Concatenate channels of tensors on the same coordinates (a U-Net skip connection); fields work too."""
     if len(sparse_tensors) == 1 and isinstance(sparse_tensors[0], (list, tuple)):
         sparse_tensors = tuple(sparse_tensors[0])
     if not sparse_tensors:
         raise ValueError("cat needs at least one SparseTensor")
     first = sparse_tensors[0]
     for other in sparse_tensors[1:]:
-        first._check_same_coordinates(other)
+        if type(other) is not type(first) or other.coordinate_manager is not first.coordinate_manager or \
+                other.coordinate_map_key != first.coordinate_map_key:
+            raise CoordinatesMismatchError("cat: tensors must share coordinates (same manager and coordinate_map_key); "
+                             f"got {first.coordinate_map_key} and {other.coordinate_map_key}")
     return first.replace_features(torch.cat([t.F for t in sparse_tensors], 1))
+
+
+# ME's MinkowskiOps module also holds the dense/sparse conversions; ported code imports them from there.
+from minkseg.sparse.conversion import (MinkowskiToDenseTensor, MinkowskiToFeature,  # noqa: E402,F401
+                                       MinkowskiToSparseTensor, dense_coordinates, to_sparse, to_sparse_all)

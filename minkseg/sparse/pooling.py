@@ -37,7 +37,7 @@ class _LocalPooling(nn.Module):
             out_key = manager.transposed_key(key, gen)
         else:
             out_key = manager.stride_key(key, gen.kernel_stride)
-        kmap = manager.kernel_map(key, out_key, gen, is_transpose=self.is_transpose)
+        kmap = manager.kernel_map_for(key, out_key, gen, is_transpose=self.is_transpose)
         return SparseTensor(sparse_pool(input.F, kmap, self.mode), coordinate_map_key=out_key,
                             coordinate_manager=manager)
 
@@ -72,22 +72,22 @@ class _GlobalPooling(nn.Module):
     def forward(self, input: SparseTensor) -> SparseTensor:
         if not isinstance(input, SparseTensor):
             raise TypeError(f"{type(self).__name__} expects a SparseTensor, got {type(input).__name__}")
-        features, batch = input.F, input.C[:, 0].long()
-        n_batch = int(batch.max()) + 1
+        manager, features = input.coordinate_manager, input.F
+        out_key = manager.origin_of(input.coordinate_map_key)
+        batches = manager.get_coordinates(out_key)[:, 0].long()
+        # one row per batch index present, ascending (ME's origin map): batches {0, 2} give 2 rows
+        row = torch.searchsorted(batches, input.C[:, 0].long())
+        n_out = batches.numel()
         if self.mode == "max":
-            index = batch[:, None].expand(-1, features.shape[1])
-            empty = torch.zeros(n_batch, features.shape[1], dtype=features.dtype, device=features.device)
+            index = row[:, None].expand(-1, features.shape[1])
+            empty = torch.zeros(n_out, features.shape[1], dtype=features.dtype, device=features.device)
             pooled = empty.scatter_reduce(0, index, features, reduce="amax", include_self=False)
         else:
-            pooled = torch.zeros(n_batch, features.shape[1], dtype=features.dtype, device=features.device)
-            pooled = pooled.index_add(0, batch, features)
+            pooled = torch.zeros(n_out, features.shape[1], dtype=features.dtype, device=features.device)
+            pooled = pooled.index_add(0, row, features)
             if self.mode == "avg":
-                pooled = pooled / torch.bincount(batch, minlength=n_batch).clamp_(min=1).to(features.dtype)[:, None]
-        coords = torch.zeros(n_batch, input.D + 1, dtype=torch.int32, device=features.device)
-        coords[:, 0] = torch.arange(n_batch, dtype=torch.int32, device=features.device)
-        manager = input.coordinate_manager
-        key = manager.insert(coords, input.tensor_stride, tag=f"global:{input.coordinate_map_key.tag}:{n_batch}")
-        return SparseTensor(pooled, coordinate_map_key=key, coordinate_manager=manager)
+                pooled = pooled / torch.bincount(row, minlength=n_out).clamp_(min=1).to(features.dtype)[:, None]
+        return SparseTensor(pooled, coordinate_map_key=out_key, coordinate_manager=manager)
 
 
 class MinkowskiGlobalSumPooling(_GlobalPooling):

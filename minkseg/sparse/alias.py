@@ -1,0 +1,138 @@
+"""Run unchanged MinkowskiEngine code on minkseg.sparse: ``import MinkowskiEngine as ME`` resolves to this engine.
+
+Opt-in, never by side effect of importing minkseg:
+
+    python -m minkseg.sparse.alias your_script.py [args...]      # run a script with the alias on
+    python -m minkseg.sparse.alias -m pytest tests/              # or a module
+    import minkseg.sparse.alias; minkseg.sparse.alias.install()  # from Python, before ME code is imported
+
+It never shadows a real MinkowskiEngine: ``install()`` refuses (returns False, with a warning) when one is
+importable. Besides the package and its submodules (``MinkowskiEngine.utils``,
+``MinkowskiEngine.MinkowskiSparseTensor``, ...) it maps ME's top-level ``Minkowski*`` module names
+(``MinkowskiOps``, ``MinkowskiTensorField``, ...), which ME itself makes importable by putting its package folder on
+``sys.path`` (ME's top-level ``utils`` is not mapped: too many projects have their own). Each name resolves to the
+same module object as its minkseg home, so classes compare equal whichever name imported them. A name ME has and
+minkseg does not yet fails to import, as it should.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import runpy
+import sys
+import warnings
+from types import ModuleType
+
+__all__ = ["ME_MODULES", "install", "uninstall", "installed", "main"]
+
+# ME module (without the ``MinkowskiEngine.`` prefix) -> the minkseg module that holds the same public names.
+ME_MODULES = {
+    "MinkowskiSparseTensor": "minkseg.sparse.tensor",
+    "MinkowskiTensorField": "minkseg.sparse.field",
+    "MinkowskiTensor": "minkseg.sparse.tensor_base",
+    "MinkowskiCoordinateManager": "minkseg.sparse.coordinates",
+    "MinkowskiKernelGenerator": "minkseg.sparse.kernel",
+    "MinkowskiConvolution": "minkseg.sparse.convolution",
+    "MinkowskiPooling": "minkseg.sparse.pooling",
+    "MinkowskiNonlinearity": "minkseg.sparse.pointwise",
+    "MinkowskiNormalization": "minkseg.sparse.pointwise",
+    "MinkowskiNetwork": "minkseg.sparse.pointwise",
+    "MinkowskiOps": "minkseg.sparse.pointwise",
+    "utils": "minkseg.sparse.utils",
+}
+_PACKAGE = "MinkowskiEngine"
+
+
+def _target(fullname: str) -> str | None:
+    if fullname == _PACKAGE:
+        return "minkseg.sparse"
+    if fullname.startswith(_PACKAGE + "."):
+        fullname = fullname[len(_PACKAGE) + 1:]
+    for me_name, target in ME_MODULES.items():  # "utils.collation" etc. live in the utils module too
+        if fullname == me_name or fullname.startswith(me_name + ".") and me_name == "utils":
+            return target
+    return None
+
+
+class _AliasLoader(importlib.abc.Loader):
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
+        return importlib.import_module(self.target)
+
+    def exec_module(self, module: ModuleType) -> None:  # the target module is already executed
+        pass
+
+
+class _AliasFinder(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname: str, path=None, target=None):  # noqa: ANN001 (importlib's protocol)
+        top = fullname.split(".")[0]
+        if top != _PACKAGE and not (fullname in ME_MODULES and fullname.startswith("Minkowski")):
+            return None
+        module = _target(fullname)
+        if module is None:
+            return None
+        return importlib.util.spec_from_loader(fullname, _AliasLoader(module),
+                                               is_package=fullname == _PACKAGE)
+
+
+_finder: _AliasFinder | None = None
+
+
+def installed() -> bool:
+    return _finder is not None and _finder in sys.meta_path
+
+
+def install() -> bool:
+    """Make ``import MinkowskiEngine`` resolve to minkseg.sparse; False (and a warning) when a real
+    MinkowskiEngine is importable, which is then left alone."""
+    global _finder
+    if installed():
+        return True
+    if importlib.util.find_spec(_PACKAGE) is not None:
+        warnings.warn("a real MinkowskiEngine is installed; the minkseg alias is not installed and ME code will use "
+                      "the real one", stacklevel=2)
+        return False
+    _finder = _AliasFinder()
+    # first: ``MinkowskiEngine.utils`` must be this alias, not a second copy of minkseg/sparse/utils.py that the path
+    # finder would load from the aliased package's folder
+    sys.meta_path.insert(0, _finder)
+    return True
+
+
+def uninstall() -> None:
+    """Remove the alias and forget the modules imported through it."""
+    global _finder
+    if _finder is not None and _finder in sys.meta_path:
+        sys.meta_path.remove(_finder)
+    _finder = None
+    for name in [n for n in sys.modules if n == _PACKAGE or n.startswith(_PACKAGE + ".") or n in ME_MODULES]:
+        if sys.modules[name].__name__.startswith("minkseg."):
+            del sys.modules[name]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m minkseg.sparse.alias script.py args`` / ``-m module args``: run with the alias installed."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: python -m minkseg.sparse.alias SCRIPT [ARGS...] | -m MODULE [ARGS...]\n"
+              "Runs MinkowskiEngine code unchanged on minkseg.sparse (import MinkowskiEngine resolves to it).")
+        return 0 if argv else 2
+    install()
+    if argv[0] == "-m":
+        if len(argv) < 2:
+            print("minkseg.sparse.alias: -m needs a module name", file=sys.stderr)
+            return 2
+        sys.argv = argv[1:]
+        runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+    else:
+        sys.argv = argv
+        runpy.run_path(argv[0], run_name="__main__")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -115,8 +115,10 @@ def test_kernel_maps_are_built_once_per_key_and_reused_by_transpose():
 
 
 def test_coordinates_validation_messages():
-    with pytest.raises(TypeError, match="integers"):
-        ME.SparseTensor(torch.randn(3, 2), torch.rand(3, 4))
+    with pytest.warns(UserWarning, match="floored"):  # float coordinates: floored with a warning, as ME
+        assert ME.SparseTensor(torch.randn(3, 2), torch.rand(3, 4) * 0.9).C.abs().sum() == 0
+    with pytest.raises(ValueError, match="NaN"):
+        ME.SparseTensor(torch.randn(1, 2), torch.tensor([[0.0, float("nan"), 0.0, 0.0]]))
     with pytest.raises(ValueError, match="coordinates for"):
         ME.SparseTensor(torch.randn(3, 2), torch.zeros(4, 4, dtype=torch.int32))
     x = ME.SparseTensor(torch.randn(3, 2), torch.tensor([[0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]]))

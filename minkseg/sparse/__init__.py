@@ -8,7 +8,8 @@ import torch as _torch
 
 from minkseg.sparse.conversion import (MinkowskiToDenseTensor, MinkowskiToFeature, MinkowskiToSparseTensor,
                                        dense_coordinates, to_sparse, to_sparse_all)
-from minkseg.sparse.convolution import MinkowskiConvolution, MinkowskiConvolutionTranspose
+from minkseg.sparse.convolution import (MinkowskiConvolution, MinkowskiConvolutionTranspose,
+                                        MinkowskiGenerativeConvolutionTranspose)
 from minkseg.sparse.coordinates import CoordinateManager, KernelMap
 from minkseg.sparse.field import TensorField
 from minkseg.sparse.kernel import KernelGenerator, RegionType, kernel_offsets
@@ -17,8 +18,9 @@ from minkseg.sparse.pointwise import (MinkowskiBatchNorm, MinkowskiDropout, Mink
                                       MinkowskiInstanceNorm, MinkowskiLeakyReLU, MinkowskiLinear, MinkowskiNetwork,
                                       MinkowskiReLU, MinkowskiSigmoid, MinkowskiSoftmax, MinkowskiTanh, cat)
 from minkseg.sparse.pooling import (MinkowskiAvgPooling, MinkowskiGlobalAvgPooling, MinkowskiGlobalMaxPooling,
-                                    MinkowskiGlobalSumPooling, MinkowskiMaxPooling, MinkowskiPoolingTranspose,
-                                    MinkowskiSumPooling)
+                                    MinkowskiGlobalPooling, MinkowskiGlobalSumPooling, MinkowskiMaxPooling,
+                                    MinkowskiPoolingTranspose, MinkowskiSumPooling, PoolingMode)
+from minkseg.sparse.structure import MinkowskiPruning, MinkowskiUnion
 from minkseg.sparse.tensor import SparseTensor
 from minkseg.sparse.tensor_base import (SparseTensorOperationMode, SparseTensorQuantizationMode,
                                         clear_global_coordinate_manager, global_coordinate_manager,
@@ -61,11 +63,12 @@ __all__ = [
     "set_sparse_tensor_operation_mode", "sparse_tensor_operation_mode", "global_coordinate_manager",
     "set_global_coordinate_manager", "clear_global_coordinate_manager", "CoordinateManager", "CoordinateMapKey",
     "CoordinateMapType", "MinkowskiAlgorithm", "GPUMemoryAllocatorType", "KernelMap", "KernelGenerator",
-    "RegionType", "kernel_offsets", "MinkowskiConvolution", "MinkowskiConvolutionTranspose", "MinkowskiBatchNorm",
+    "RegionType", "kernel_offsets", "MinkowskiConvolution", "MinkowskiConvolutionTranspose", "MinkowskiGenerativeConvolutionTranspose",
+    "MinkowskiPruning", "MinkowskiUnion", "MinkowskiBatchNorm",
     "MinkowskiInstanceNorm", "MinkowskiReLU", "MinkowskiLeakyReLU", "MinkowskiELU", "MinkowskiGELU",
     "MinkowskiSigmoid", "MinkowskiTanh", "MinkowskiSoftmax", "MinkowskiDropout", "MinkowskiLinear",
     "MinkowskiNetwork", "cat", "MinkowskiSumPooling", "MinkowskiAvgPooling", "MinkowskiMaxPooling",
-    "MinkowskiPoolingTranspose", "MinkowskiGlobalSumPooling", "MinkowskiGlobalAvgPooling",
+    "MinkowskiPoolingTranspose", "MinkowskiGlobalPooling", "PoolingMode", "MinkowskiGlobalSumPooling", "MinkowskiGlobalAvgPooling",
     "MinkowskiGlobalMaxPooling", "MinkowskiToSparseTensor", "MinkowskiToDenseTensor", "MinkowskiToFeature",
     "to_sparse", "to_sparse_all", "dense_coordinates", "utils", "sparse_quantize", "batched_coordinates",
     "sparse_collate", "is_cuda_available", "cuda_version", "get_gpu_memory_info", "set_gpu_allocator",

@@ -1,4 +1,5 @@
-"""MinkowskiConvolution and MinkowskiConvolutionTranspose, with ME's argument names and weight layout."""
+"""MinkowskiConvolution, MinkowskiConvolutionTranspose and MinkowskiGenerativeConvolutionTranspose, with ME's
+argument names and weight layout."""
 from __future__ import annotations
 
 import math
@@ -10,9 +11,9 @@ from torch import nn
 from minkseg.sparse.coordinates import CoordinateMapKey
 from minkseg.sparse.kernel import KernelGenerator
 from minkseg.sparse.ops import sparse_conv
-from minkseg.sparse.tensor import SparseTensor
+from minkseg.sparse.tensor import SparseTensor, explicit_output_key
 
-__all__ = ["MinkowskiConvolution", "MinkowskiConvolutionTranspose"]
+__all__ = ["MinkowskiConvolution", "MinkowskiConvolutionTranspose", "MinkowskiGenerativeConvolutionTranspose"]
 
 
 def _make_generator(kernel_size, stride, dilation, kernel_generator, dimension, is_transpose) -> KernelGenerator:
@@ -25,11 +26,14 @@ def _make_generator(kernel_size, stride, dilation, kernel_generator, dimension, 
 
 class _MinkowskiConvolutionBase(nn.Module):
     is_transpose = False
+    generative = False
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int] = -1,
                  stride: int | Sequence[int] = 1, dilation: int | Sequence[int] = 1, bias: bool = False,
                  kernel_generator: KernelGenerator | None = None, expand_coordinates: bool = False,
-                 dimension: int | None = None) -> None:
+                 convolution_mode: object = None, dimension: int | None = None) -> None:
+        """``convolution_mode`` (ME's choice of GEMM backend) is accepted and changes nothing: one
+        gather-GEMM-scatter path serves every layer."""
         super().__init__()
         if in_channels <= 0 or out_channels <= 0:
             raise ValueError(f"channel counts must be positive, got in={in_channels} out={out_channels}")
@@ -60,6 +64,8 @@ class _MinkowskiConvolutionBase(nn.Module):
 
     def _output_key(self, input: SparseTensor) -> CoordinateMapKey:
         manager, key, gen = input.coordinate_manager, input.coordinate_map_key, self.kernel_generator
+        if self.generative:
+            return manager.generated_key(key, gen)
         if self.expand_coordinates and not self.is_transpose:
             return manager.expanded_key(key, gen)
         if all(s == 1 for s in gen.kernel_stride):
@@ -68,7 +74,9 @@ class _MinkowskiConvolutionBase(nn.Module):
             return manager.transposed_key(key, gen)
         return manager.stride_key(key, gen.kernel_stride)
 
-    def forward(self, input: SparseTensor) -> SparseTensor:
+    def forward(self, input: SparseTensor, coordinates: object = None) -> SparseTensor:
+        """``coordinates`` (ME's optional second argument): write the output on this set (an int coordinate
+        tensor, registered at the stride the layer outputs; a CoordinateMapKey; or a SparseTensor's set)."""
         if not isinstance(input, SparseTensor):
             raise TypeError(f"{type(self).__name__} expects a SparseTensor, got {type(input).__name__}")
         if input.D != self.dimension:
@@ -76,7 +84,12 @@ class _MinkowskiConvolutionBase(nn.Module):
         if input.F.shape[1] != self.in_channels:
             raise ValueError(f"{type(self).__name__} expects {self.in_channels} input channels, "
                              f"got {input.F.shape[1]}")
-        out_key = self._output_key(input)
+        if coordinates is not None:
+            stride = [t // s if self.is_transpose else t * s
+                      for t, s in zip(input.coordinate_map_key.tensor_stride, self.kernel_generator.kernel_stride)]
+            out_key = explicit_output_key(input, coordinates, stride)
+        else:
+            out_key = self._output_key(input)
         kernel = self.kernel if self.kernel.dim() == 3 else self.kernel.unsqueeze(0)
         if kernel.shape[0] == 1 and out_key == input.coordinate_map_key and \
                 not self.kernel_generator.offsets.any():
@@ -106,3 +119,11 @@ class MinkowskiConvolutionTranspose(_MinkowskiConvolutionBase):
     """Up-samples onto the finer stride's stored coordinates, reusing the kernel map of the strided conv it mirrors."""
 
     is_transpose = True
+
+
+class MinkowskiGenerativeConvolutionTranspose(_MinkowskiConvolutionBase):
+    """Up-samples onto *new* coordinates: every input coordinate expanded by the kernel at the finer stride (ME's
+    generative transpose, for completion and decoders that create geometry), never the stored finer set."""
+
+    is_transpose = True
+    generative = True

@@ -197,6 +197,23 @@ class CoordinateManager:
             self._sets[out_key] = _CoordinateSet(uniq.to(torch.int32).contiguous())
         return out_key
 
+    def generated_key(self, in_key: CoordinateMapKey, kernel: KernelGenerator) -> CoordinateMapKey:
+        """ME's generative transposed conv output: a new set at the finer stride ``tensor_stride / stride`` holding
+        every input coordinate moved by every kernel offset (x the finer stride x dilation)."""
+        stride = kernel.kernel_stride
+        if any(t % s for t, s in zip(in_key.tensor_stride, stride)):
+            raise ValueError(f"transposed stride {list(stride)} does not divide tensor stride "
+                             f"{list(in_key.tensor_stride)}")
+        new_stride = tuple(t // s for t, s in zip(in_key.tensor_stride, stride))
+        coords = self._sets[in_key].coordinates.long()
+        scale = torch.tensor(new_stride, dtype=torch.long, device=coords.device) * torch.tensor(
+            kernel.kernel_dilation, dtype=torch.long, device=coords.device)
+        offs = kernel.offsets.to(coords.device) * scale
+        expanded = coords[:, None, :].repeat(1, offs.shape[0], 1)
+        expanded[:, :, 1:] += offs[None]
+        uniq, _, _ = unique_rows(expanded.reshape(-1, coords.shape[1]))
+        return self.insert(uniq, new_stride, tag=self._fresh_key(new_stride, "generated").tag)
+
     def expanded_key(self, in_key: CoordinateMapKey, kernel: KernelGenerator) -> CoordinateMapKey:
         """ME's ``expand_coordinates=True`` output set: every input coordinate moved by every kernel offset
         (x tensor stride x dilation), kept where it lies on the output stride's grid. Always a new set."""
@@ -262,8 +279,11 @@ class CoordinateManager:
         return self.origin_of(next(iter(self._sets)))
 
     def origin_of(self, key: CoordinateMapKey) -> CoordinateMapKey:
-        """The origin set of the batch indices present in ``key``'s set (what a global pooling outputs)."""
-        batches = self._batch_indices(key)
+        """The origin set of the batch indices present in ``key``'s set or field (what a global pooling outputs)."""
+        if key in self._fields:
+            batches = torch.unique(torch.round(self._fields[key][:, 0]).long(), sorted=True)
+        else:
+            batches = self._batch_indices(key)
         origin_key = CoordinateMapKey((0,) * self.D, f"origin:{key.tag}:{','.join(map(str, batches.tolist()))}")
         if origin_key not in self._sets:
             coords = torch.zeros(batches.numel(), self.D + 1, dtype=torch.int32, device=self.device)

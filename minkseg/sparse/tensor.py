@@ -19,7 +19,7 @@ from minkseg.sparse.tensor_base import CoordinatesMismatchError, SparseTensorQua
 if TYPE_CHECKING:
     from minkseg.sparse.field import TensorField
 
-__all__ = ["SparseTensor", "merge_duplicate_features"]
+__all__ = ["SparseTensor", "merge_duplicate_features", "explicit_output_key"]
 
 
 def merge_duplicate_features(features: torch.Tensor, unique_index: torch.Tensor, inverse: torch.Tensor,
@@ -326,3 +326,23 @@ class SparseTensor(Tensor):
             features = self.features_at_coordinates(X.C.to(self.dtype))
         return TensorField(features, coordinate_field_map_key=X.coordinate_field_map_key,
                            coordinate_manager=X.coordinate_manager)
+
+
+def explicit_output_key(input: SparseTensor, coordinates: object, tensor_stride: Sequence[int]) -> CoordinateMapKey:
+    """The output set a layer was told to write to: a SparseTensor's set, a key, or new integer coordinates
+    [M, 1+D] (duplicates merged) registered at ``tensor_stride``, all in the input's coordinate manager."""
+    manager = input.coordinate_manager
+    if isinstance(coordinates, SparseTensor):
+        if coordinates.coordinate_manager is not manager:
+            raise ValueError("output coordinates must come from the input's coordinate manager")
+        return coordinates.coordinate_map_key
+    if isinstance(coordinates, CoordinateMapKey):
+        if coordinates not in manager:
+            raise KeyError(f"{coordinates} is not held by the input's coordinate manager")
+        return coordinates
+    if isinstance(coordinates, torch.Tensor):
+        if coordinates.is_floating_point():
+            coordinates = torch.floor(coordinates)
+        key, _ = manager.insert_and_map(coordinates.int(), list(tensor_stride))
+        return key
+    raise TypeError(f"coordinates must be a SparseTensor, CoordinateMapKey or int tensor, got {type(coordinates).__name__}")

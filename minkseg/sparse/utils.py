@@ -10,13 +10,14 @@ stored samples were made with.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 __all__ = ["sparse_quantize", "quantize_points", "batched_coordinates", "sparse_collate", "batch_sparse_collate",
-           "SparseCollation", "unique_coordinate_map", "unique_rows", "unique_rows_in_order", "batch_rows_of"]
+           "SparseCollation", "unique_coordinate_map", "unique_rows", "unique_rows_in_order", "batch_rows_of", "kaiming_normal_"]
 
 
 def _to_torch(x: Any) -> torch.Tensor:
@@ -337,3 +338,21 @@ class SparseCollation:
             kept += 1
         return sparse_collate(list(coords[:kept]), list(feats[:kept]), list(labels[:kept]), dtype=self.dtype,
                               device=self.device)
+
+
+def kaiming_normal_(tensor: torch.Tensor, a: float = 0, mode: str = "fan_in",
+                    nonlinearity: str = "leaky_relu") -> torch.Tensor:
+    """ME's ``utils.kaiming_normal_`` for its kernel layout: a [K, in, out] kernel has fan_in = in * K and
+    fan_out = out * K; a 2-D tensor is read as a linear weight [out, in] (fan_in = size(1)), as ME reads it."""
+    if tensor.dim() < 2:
+        raise ValueError("kaiming_normal_: fan in and fan out need a tensor with at least 2 dimensions")
+    if mode.lower() not in ("fan_in", "fan_out"):
+        raise ValueError(f"kaiming_normal_: mode must be fan_in or fan_out, got {mode!r}")
+    if tensor.dim() == 2:
+        fan_in, fan_out = tensor.size(1), tensor.size(0)
+    else:
+        fan_in, fan_out = tensor.size(1) * tensor.size(0), tensor.size(2) * tensor.size(0)
+    fan = fan_in if mode.lower() == "fan_in" else fan_out
+    std = torch.nn.init.calculate_gain(nonlinearity, a) / math.sqrt(fan)
+    with torch.no_grad():
+        return tensor.normal_(0, std)

@@ -113,3 +113,116 @@ def test_kaiming_normal_uses_me_fan_for_kernels():
     linear = torch.empty(100, 400)
     ME.utils.kaiming_normal_(linear)  # [out, in]: fan_in 400, leaky_relu gain sqrt(2)
     assert linear.std().item() == pytest.approx((2 ** 0.5) / 20, rel=0.03)
+
+
+def _tensor(channels: int = 4, seed: int = 0) -> ME.SparseTensor:
+    torch.manual_seed(seed)
+    coords = torch.unique(torch.cat([torch.randint(0, 3, (40, 1)), torch.randint(0, 6, (40, 3))], 1), dim=0).int()
+    return ME.SparseTensor(torch.randn(len(coords), channels, dtype=torch.float64), coords)
+
+
+@pytest.mark.parametrize("name", ME.pointwise.ACTIVATIONS)
+def test_every_me_nonlinearity_is_its_torch_module_on_the_features(name):
+    x = _tensor()
+    args = (0.1, 20.0) if name == "MinkowskiThreshold" else ()  # torch's Threshold has required arguments
+    layer = getattr(ME, name)(*args).double().eval()
+    torch.manual_seed(1)
+    out = layer(x)
+    torch.manual_seed(1)
+    expected = layer.module(x.F)
+    assert out.coordinate_map_key == x.coordinate_map_key and torch.equal(out.F, expected)
+    assert "module." in "".join(layer.state_dict()) or not list(layer.state_dict())  # ME's state-dict names
+
+
+def test_functional_api_on_sparse_tensors_and_fields():
+    x = _tensor()
+    assert torch.equal(ME.MinkowskiFunctional.relu(x).F, torch.relu(x.F))
+    assert torch.allclose(ME.MinkowskiFunctional.softmax(x, dim=1).F.sum(1), torch.ones(len(x), dtype=x.dtype))
+    target = torch.zeros(len(x), dtype=torch.long)
+    assert torch.equal(ME.MinkowskiFunctional.cross_entropy(x, target), torch.nn.functional.cross_entropy(x.F, target))
+    field = ME.TensorField(torch.randn(5, 2), torch.rand(5, 3))
+    assert isinstance(ME.MinkowskiFunctional.sigmoid(field), ME.TensorField)
+
+
+def test_stack_layers_apply_every_branch_to_the_same_input():
+    x = _tensor()
+    relu, tanh = ME.MinkowskiReLU(), ME.MinkowskiTanh()
+    assert torch.equal(ME.MinkowskiStackCat(relu, tanh)(x).F, torch.cat([torch.relu(x.F), torch.tanh(x.F)], 1))
+    assert torch.allclose(ME.MinkowskiStackSum(relu, tanh)(x).F, torch.relu(x.F) + torch.tanh(x.F))
+    assert torch.allclose(ME.MinkowskiStackMean(relu, tanh)(x).F, (torch.relu(x.F) + torch.tanh(x.F)) / 2)
+    var = ME.MinkowskiStackVar(relu, tanh)(x).F
+    assert torch.allclose(var, ((torch.relu(x.F) - torch.tanh(x.F)) / 2) ** 2)
+
+
+def test_broadcast_layers_match_a_per_row_loop():
+    x = _tensor()
+    glob = ME.MinkowskiGlobalAvgPooling()(x)
+    per_row = torch.stack([glob.F[glob.C[:, 0].tolist().index(b)] for b in x.C[:, 0].tolist()])
+    assert torch.equal(ME.MinkowskiBroadcast()(x, glob).F, per_row)
+    assert torch.equal(ME.MinkowskiBroadcastAddition()(x, glob).F, x.F + per_row)
+    assert torch.equal(ME.MinkowskiBroadcastMultiplication()(x, glob).F, x.F * per_row)
+    assert torch.equal(ME.MinkowskiBroadcastConcatenation()(x, glob).F, torch.cat([x.F, per_row], 1))
+
+
+def test_resnet_and_se_blocks_compute_their_definition():
+    from minkseg.sparse.modules.resnet_block import BasicBlock, Bottleneck
+    from minkseg.sparse.modules.senet_block import SEBasicBlock
+    x = _tensor(channels=8)
+    block = BasicBlock(8, 8, dimension=3).double().eval()
+    ref = block.norm2(block.conv2(ME.MinkowskiReLU()(block.norm1(block.conv1(x))))).F + x.F
+    assert torch.allclose(block(x).F, torch.relu(ref))
+    assert set(block.state_dict()) >= {"conv1.kernel", "norm1.bn.weight", "conv2.kernel", "norm2.bn.running_mean"}
+    bottleneck = Bottleneck(8, 2, dimension=3).double().eval()  # 2 * expansion 4 = 8 channels out
+    assert bottleneck(x).F.shape == (len(x), 8)
+    se = SEBasicBlock(8, 8, reduction=4, D=3).double().eval()
+    assert se(x).F.shape == (len(x), 8) and (se(x).F >= 0).all()
+
+
+def test_me_function_objects_match_the_layers_and_pass_gradcheck():
+    x = _tensor(channels=2)
+    conv = ME.MinkowskiConvolution(2, 3, kernel_size=3, stride=2, dimension=3).double()
+    out = conv(x)
+    fn = ME.MinkowskiConvolutionFunction()
+    args = (x.F.clone().requires_grad_(), conv.kernel, conv.kernel_generator, conv.convolution_mode,
+            x.coordinate_map_key, out.coordinate_map_key, x.coordinate_manager)
+    assert torch.allclose(fn.apply(*args), out.F)
+    assert ME.utils.gradcheck(fn, args)
+    tr = ME.MinkowskiConvolutionTranspose(3, 2, kernel_size=3, stride=2, dimension=3).double()
+    back = tr(out)
+    fn_tr = ME.MinkowskiConvolutionTransposeFunction()
+    assert torch.allclose(fn_tr(out.F, tr.kernel, tr.kernel_generator, None, out.coordinate_map_key,
+                                back.coordinate_map_key, out.coordinate_manager), back.F)
+    pool = ME.MinkowskiMaxPooling(kernel_size=2, stride=2, dimension=3)
+    pooled = pool(x)
+    assert torch.equal(ME.MinkowskiLocalPoolingFunction()(x.F, pool.pooling_mode, pool.kernel_generator,
+                                                          x.coordinate_map_key, pooled.coordinate_map_key,
+                                                          x.coordinate_manager), pooled.F)
+    gpool = ME.MinkowskiGlobalSumPooling()
+    g = gpool(x)
+    feats = x.F.clone().requires_grad_()
+    gfn = ME.MinkowskiGlobalPoolingFunction()
+    assert torch.equal(gfn(feats, gpool.pooling_mode, x.coordinate_map_key, g.coordinate_map_key,
+                           x.coordinate_manager), g.F)
+    assert ME.utils.gradcheck(gfn, (feats, gpool.pooling_mode, x.coordinate_map_key, g.coordinate_map_key,
+                                    x.coordinate_manager))
+    bfn = ME.MinkowskiBroadcastFunction()
+    assert torch.equal(bfn(x.F, g.F, ME.BroadcastMode.ELEMENTWISE_MULTIPLICATION, x.coordinate_map_key,
+                           g.coordinate_map_key, x.coordinate_manager), ME.MinkowskiBroadcastMultiplication()(x, g).F)
+    inorm = ME.MinkowskiInstanceNormFunction()(feats, x.coordinate_map_key, None, x.coordinate_manager)
+    for b in x.C[:, 0].unique():
+        rows = x.C[:, 0] == b
+        expected = (x.F[rows] - x.F[rows].mean(0)) / torch.sqrt(x.F[rows].var(0, unbiased=False) + 1e-8)
+        assert torch.allclose(inorm[rows], expected)
+
+
+def test_spmm_and_direct_max_pooling_functions():
+    rows, cols = torch.IntTensor([0, 0, 1, 1]), torch.IntTensor([0, 1, 2, 3])
+    mat = torch.rand(4, 3, dtype=torch.float64, requires_grad=True)
+    out = ME.spmm(rows, cols, torch.ones(4, dtype=torch.float64), [2, 4], mat)
+    assert torch.allclose(out, torch.stack([mat[0] + mat[1], mat[2] + mat[3]]))
+    avg = ME.MinkowskiSPMMAverageFunction()
+    assert torch.allclose(avg.apply(rows, cols, [2, 4], mat), out / 2)
+    assert ME.utils.gradcheck(avg, (rows, cols, [2, 4], mat))
+    pooled = ME.MinkowskiDirectMaxPoolingFunction().apply(torch.IntTensor([0, 1, 2]), torch.IntTensor([0, 0, 2]),
+                                                          torch.DoubleTensor([[1], [5], [3]]), 3)
+    assert pooled.flatten().tolist() == [5, 0, 3]

@@ -14,13 +14,23 @@ from minkseg.sparse.coordinates import CoordinateManager, KernelMap
 from minkseg.sparse.field import TensorField
 from minkseg.sparse.kernel import KernelGenerator, RegionType, kernel_offsets
 from minkseg.sparse.keys import CoordinateMapKey, CoordinateMapType, GPUMemoryAllocatorType, MinkowskiAlgorithm
-from minkseg.sparse.pointwise import (MinkowskiBatchNorm, MinkowskiDropout, MinkowskiELU, MinkowskiGELU,
-                                      MinkowskiInstanceNorm, MinkowskiLeakyReLU, MinkowskiLinear, MinkowskiNetwork,
-                                      MinkowskiReLU, MinkowskiSigmoid, MinkowskiSoftmax, MinkowskiTanh, cat)
+from minkseg.sparse import pointwise as _pointwise
+from minkseg.sparse.broadcast import (MinkowskiBroadcast, MinkowskiBroadcastAddition, MinkowskiBroadcastConcatenation,
+                                      MinkowskiBroadcastMultiplication)
+from minkseg.sparse.pointwise import (MinkowskiBatchNorm, MinkowskiInstanceNorm, MinkowskiLinear, MinkowskiNetwork,
+                                      MinkowskiSinusoidal, MinkowskiStackCat, MinkowskiStackMean, MinkowskiStackSum,
+                                      MinkowskiStackVar, cat, mean, var)
 from minkseg.sparse.pooling import (MinkowskiAvgPooling, MinkowskiGlobalAvgPooling, MinkowskiGlobalMaxPooling,
                                     MinkowskiGlobalPooling, MinkowskiGlobalSumPooling, MinkowskiMaxPooling,
                                     MinkowskiPoolingTranspose, MinkowskiSumPooling, PoolingMode)
 from minkseg.sparse.structure import MinkowskiPruning, MinkowskiUnion
+from minkseg.sparse.functions import (BroadcastMode, ConvolutionMode, MinkowskiBroadcastFunction,
+                                      MinkowskiConvolutionFunction, MinkowskiConvolutionTransposeFunction,
+                                      MinkowskiDirectMaxPoolingFunction, MinkowskiGlobalPoolingFunction,
+                                      MinkowskiInstanceNormFunction, MinkowskiInterpolationFunction,
+                                      MinkowskiLocalPoolingFunction, MinkowskiLocalPoolingTransposeFunction,
+                                      MinkowskiPruningFunction, MinkowskiSPMMAverageFunction, MinkowskiSPMMFunction,
+                                      MinkowskiUnionFunction, spmm)
 from minkseg.sparse.tensor import SparseTensor
 from minkseg.sparse.tensor_base import (SparseTensorOperationMode, SparseTensorQuantizationMode,
                                         clear_global_coordinate_manager, global_coordinate_manager,
@@ -29,7 +39,11 @@ from minkseg.sparse.tensor_base import (SparseTensorOperationMode, SparseTensorQ
 from minkseg.sparse import utils
 from minkseg.sparse.utils import batched_coordinates, sparse_collate, sparse_quantize
 
+from minkseg.sparse import functional as MinkowskiFunctional  # noqa: E402  (ME's module name)
+from minkseg.sparse import modules  # noqa: E402
+
 CoordinateManagerType = CoordinateManager
+globals().update({name: getattr(_pointwise, name) for name in _pointwise.ACTIVATIONS})
 
 
 def is_cuda_available() -> bool:
@@ -65,12 +79,18 @@ __all__ = [
     "CoordinateMapType", "MinkowskiAlgorithm", "GPUMemoryAllocatorType", "KernelMap", "KernelGenerator",
     "RegionType", "kernel_offsets", "MinkowskiConvolution", "MinkowskiConvolutionTranspose", "MinkowskiGenerativeConvolutionTranspose",
     "MinkowskiPruning", "MinkowskiUnion", "MinkowskiBatchNorm",
-    "MinkowskiInstanceNorm", "MinkowskiReLU", "MinkowskiLeakyReLU", "MinkowskiELU", "MinkowskiGELU",
-    "MinkowskiSigmoid", "MinkowskiTanh", "MinkowskiSoftmax", "MinkowskiDropout", "MinkowskiLinear",
-    "MinkowskiNetwork", "cat", "MinkowskiSumPooling", "MinkowskiAvgPooling", "MinkowskiMaxPooling",
+    "MinkowskiInstanceNorm", "MinkowskiLinear", "MinkowskiSinusoidal", "MinkowskiNetwork", "cat", "mean", "var",
+    "MinkowskiStackCat", "MinkowskiStackSum", "MinkowskiStackMean", "MinkowskiStackVar", "MinkowskiBroadcast",
+    "MinkowskiBroadcastAddition", "MinkowskiBroadcastMultiplication", "MinkowskiBroadcastConcatenation",
+    "MinkowskiFunctional", "modules", "BroadcastMode", "ConvolutionMode", "MinkowskiBroadcastFunction",
+    "MinkowskiConvolutionFunction", "MinkowskiConvolutionTransposeFunction", "MinkowskiDirectMaxPoolingFunction",
+    "MinkowskiGlobalPoolingFunction", "MinkowskiInstanceNormFunction", "MinkowskiInterpolationFunction",
+    "MinkowskiLocalPoolingFunction", "MinkowskiLocalPoolingTransposeFunction", "MinkowskiPruningFunction",
+    "MinkowskiSPMMAverageFunction", "MinkowskiSPMMFunction", "MinkowskiUnionFunction", "spmm", "MinkowskiSumPooling", "MinkowskiAvgPooling", "MinkowskiMaxPooling",
     "MinkowskiPoolingTranspose", "MinkowskiGlobalPooling", "PoolingMode", "MinkowskiGlobalSumPooling", "MinkowskiGlobalAvgPooling",
     "MinkowskiGlobalMaxPooling", "MinkowskiToSparseTensor", "MinkowskiToDenseTensor", "MinkowskiToFeature",
     "to_sparse", "to_sparse_all", "dense_coordinates", "utils", "sparse_quantize", "batched_coordinates",
     "sparse_collate", "is_cuda_available", "cuda_version", "get_gpu_memory_info", "set_gpu_allocator",
     "set_memory_manager_backend", "CoordinateManagerType",
 ]
+__all__ += _pointwise.ACTIVATIONS

@@ -40,6 +40,15 @@ ME_MODULES = {
     "MinkowskiNormalization": "minkseg.sparse.pointwise",
     "MinkowskiNetwork": "minkseg.sparse.pointwise",
     "MinkowskiOps": "minkseg.sparse.pointwise",
+    "MinkowskiFunctional": "minkseg.sparse.functional",
+    "MinkowskiBroadcast": "minkseg.sparse.broadcast",
+    "MinkowskiPruning": "minkseg.sparse.structure",
+    "MinkowskiUnion": "minkseg.sparse.structure",
+    "modules": "minkseg.sparse.modules",
+    "modules.resnet_block": "minkseg.sparse.modules.resnet_block",
+    "modules.senet_block": "minkseg.sparse.modules.senet_block",
+    "MinkowskiCommon": "minkseg.sparse.kernel",
+    "sparse_matrix_functions": "minkseg.sparse.functions",
     "utils": "minkseg.sparse.utils",
 }
 _PACKAGE = "MinkowskiEngine"
@@ -50,9 +59,10 @@ def _target(fullname: str) -> str | None:
         return "minkseg.sparse"
     if fullname.startswith(_PACKAGE + "."):
         fullname = fullname[len(_PACKAGE) + 1:]
-    for me_name, target in ME_MODULES.items():  # "utils.collation" etc. live in the utils module too
-        if fullname == me_name or fullname.startswith(me_name + ".") and me_name == "utils":
-            return target
+    if fullname in ME_MODULES:
+        return ME_MODULES[fullname]
+    if fullname.startswith("utils."):  # ME's utils.collation, utils.quantization, ... all live in one module here
+        return ME_MODULES["utils"]
     return None
 
 
@@ -70,13 +80,13 @@ class _AliasLoader(importlib.abc.Loader):
 class _AliasFinder(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname: str, path=None, target=None):  # noqa: ANN001 (importlib's protocol)
         top = fullname.split(".")[0]
-        if top != _PACKAGE and not (fullname in ME_MODULES and fullname.startswith("Minkowski")):
+        if top != _PACKAGE and not (fullname in ME_MODULES and fullname.startswith(("Minkowski", "sparse_matrix"))):
             return None
         module = _target(fullname)
         if module is None:
             return None
         return importlib.util.spec_from_loader(fullname, _AliasLoader(module),
-                                               is_package=fullname == _PACKAGE)
+                                               is_package=fullname in (_PACKAGE, f"{_PACKAGE}.modules", "modules"))
 
 
 _finder: _AliasFinder | None = None

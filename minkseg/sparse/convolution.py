@@ -41,6 +41,7 @@ class _MinkowskiConvolutionBase(nn.Module):
                                                 self.is_transpose)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.expand_coordinates = expand_coordinates
+        self.convolution_mode = convolution_mode
         self.dimension = self.kernel_generator.dimension
         volume = self.kernel_generator.kernel_volume
         shape = (volume, in_channels, out_channels) if volume > 1 else (in_channels, out_channels)

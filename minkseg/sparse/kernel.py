@@ -11,7 +11,7 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["RegionType", "KernelGenerator", "kernel_offsets", "to_tuple"]
+__all__ = ["RegionType", "KernelGenerator", "kernel_offsets", "to_tuple", "convert_to_int_list"]
 
 
 class RegionType(enum.IntEnum):
@@ -163,3 +163,8 @@ class KernelGenerator:
         return (f"KernelGenerator(kernel_size={list(self.kernel_size)}, stride={list(self.kernel_stride)}, "
                 f"dilation={list(self.kernel_dilation)}, region_type={self.region_type.name}, "
                 f"volume={self.kernel_volume}, dimension={self.dimension})")
+
+
+def convert_to_int_list(arg: int | Sequence[int] | torch.Tensor, dimension: int) -> list[int]:
+    """ME's ``MinkowskiCommon.convert_to_int_list``: one int per axis."""
+    return list(to_tuple(arg, dimension, "argument"))

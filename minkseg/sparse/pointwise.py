@@ -12,9 +12,13 @@ from torch import nn
 from minkseg.sparse.tensor import SparseTensor
 from minkseg.sparse.tensor_base import CoordinatesMismatchError, Tensor
 
-__all__ = ["MinkowskiBatchNorm", "MinkowskiInstanceNorm", "MinkowskiReLU", "MinkowskiLeakyReLU", "MinkowskiELU",
-           "MinkowskiGELU", "MinkowskiSigmoid", "MinkowskiTanh", "MinkowskiSoftmax", "MinkowskiDropout",
-           "MinkowskiLinear", "MinkowskiNetwork", "cat"]
+__all__ = ["MinkowskiBatchNorm", "MinkowskiInstanceNorm", "MinkowskiLinear", "MinkowskiNetwork", "MinkowskiSinusoidal",
+           "cat", "mean", "var", "MinkowskiStackCat", "MinkowskiStackSum", "MinkowskiStackMean", "MinkowskiStackVar", "ACTIVATIONS", "MinkowskiELU", "MinkowskiHardshrink", "MinkowskiHardsigmoid", "MinkowskiHardtanh",
+           "MinkowskiHardswish", "MinkowskiLeakyReLU", "MinkowskiLogSigmoid", "MinkowskiPReLU", "MinkowskiReLU",
+           "MinkowskiReLU6", "MinkowskiRReLU", "MinkowskiSELU", "MinkowskiCELU", "MinkowskiGELU", "MinkowskiSigmoid",
+           "MinkowskiSiLU", "MinkowskiSoftplus", "MinkowskiSoftshrink", "MinkowskiSoftsign", "MinkowskiTanh",
+           "MinkowskiTanhshrink", "MinkowskiThreshold", "MinkowskiSoftmin", "MinkowskiSoftmax", "MinkowskiLogSoftmax",
+           "MinkowskiDropout", "MinkowskiAlphaDropout"]
 
 
 def _check_sparse(layer: nn.Module, input: object) -> Tensor:
@@ -37,25 +41,20 @@ class MinkowskiBatchNorm(nn.Module):
 
 
 class MinkowskiInstanceNorm(nn.Module):
-    """Normalises each sample of the batch on its own (statistics per batch index), with an affine transform."""
+    """Normalises each sample of the batch on its own (mean and variance per batch index, eps 1e-8 as ME's
+    function), then ME's affine ``weight`` [1, C] and ``bias`` [1, C]."""
 
-    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
+    def __init__(self, num_features: int, eps: float = 1e-8) -> None:
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(1, num_features))
         self.bias = nn.Parameter(torch.zeros(1, num_features))
 
-    def forward(self, input: SparseTensor) -> SparseTensor:
-        features = _check_sparse(self, input).F
-        batch = torch.round(input.C[:, 0]).long() if input.C.is_floating_point() else input.C[:, 0].long()
-        n_batch = int(batch.max()) + 1 if batch.numel() else 0
-        count = torch.bincount(batch, minlength=n_batch).clamp_(min=1).to(features.dtype)[:, None]
-        mean = torch.zeros(n_batch, features.shape[1], dtype=features.dtype, device=features.device)
-        mean = mean.index_add(0, batch, features) / count
-        centred = features - mean[batch]
-        var = torch.zeros_like(mean).index_add(0, batch, centred * centred) / count
-        normed = centred / torch.sqrt(var[batch] + self.eps)
-        return input.replace_features(normed * self.weight + self.bias)
+    def forward(self, input: Tensor) -> Tensor:
+        from minkseg.sparse.functions import instance_norm  # functions -> pooling -> convolution: import late
+        batch = _check_sparse(self, input).C[:, 0]
+        batch = torch.round(batch).long() if batch.is_floating_point() else batch.long()
+        return input.replace_features(instance_norm(input.F, batch, self.eps) * self.weight + self.bias)
 
 
 class _Pointwise(nn.Module):
@@ -63,56 +62,75 @@ class _Pointwise(nn.Module):
 
     module_attr = "module"
 
-    def forward(self, input: SparseTensor) -> SparseTensor:
+    def forward(self, input: Tensor) -> Tensor:
         return _check_sparse(self, input).replace_features(getattr(self, self.module_attr)(input.F))
 
 
-class MinkowskiReLU(_Pointwise):
-    def __init__(self, inplace: bool = False) -> None:
+class _Activation(_Pointwise):
+    """ME's nonlinearity layers: ``MODULE(*args, **kwargs)`` under ``.module`` (ME's state-dict name)."""
+
+    MODULE: type[nn.Module] = nn.Identity
+
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__()
-        self.module = nn.ReLU(inplace=inplace)
+        self.module = self.MODULE(*args, **kwargs)
 
 
-class MinkowskiLeakyReLU(_Pointwise):
-    def __init__(self, negative_slope: float = 0.01, inplace: bool = False) -> None:
+def _activation(name: str, module: type[nn.Module]) -> type[_Activation]:
+    return type(name, (_Activation,), {"MODULE": module, "__doc__": f"``torch.nn.{module.__name__}`` on the features.",
+                                       "__module__": __name__})
+
+
+# every nonlinearity ME 0.5.4 lists, each the torch module of the same name applied to the features
+MinkowskiELU = _activation("MinkowskiELU", nn.ELU)
+MinkowskiHardshrink = _activation("MinkowskiHardshrink", nn.Hardshrink)
+MinkowskiHardsigmoid = _activation("MinkowskiHardsigmoid", nn.Hardsigmoid)
+MinkowskiHardtanh = _activation("MinkowskiHardtanh", nn.Hardtanh)
+MinkowskiHardswish = _activation("MinkowskiHardswish", nn.Hardswish)
+MinkowskiLeakyReLU = _activation("MinkowskiLeakyReLU", nn.LeakyReLU)
+MinkowskiLogSigmoid = _activation("MinkowskiLogSigmoid", nn.LogSigmoid)
+MinkowskiPReLU = _activation("MinkowskiPReLU", nn.PReLU)
+MinkowskiReLU = _activation("MinkowskiReLU", nn.ReLU)
+MinkowskiReLU6 = _activation("MinkowskiReLU6", nn.ReLU6)
+MinkowskiRReLU = _activation("MinkowskiRReLU", nn.RReLU)
+MinkowskiSELU = _activation("MinkowskiSELU", nn.SELU)
+MinkowskiCELU = _activation("MinkowskiCELU", nn.CELU)
+MinkowskiGELU = _activation("MinkowskiGELU", nn.GELU)
+MinkowskiSigmoid = _activation("MinkowskiSigmoid", nn.Sigmoid)
+MinkowskiSiLU = _activation("MinkowskiSiLU", nn.SiLU)
+MinkowskiSoftplus = _activation("MinkowskiSoftplus", nn.Softplus)
+MinkowskiSoftshrink = _activation("MinkowskiSoftshrink", nn.Softshrink)
+MinkowskiSoftsign = _activation("MinkowskiSoftsign", nn.Softsign)
+MinkowskiTanh = _activation("MinkowskiTanh", nn.Tanh)
+MinkowskiTanhshrink = _activation("MinkowskiTanhshrink", nn.Tanhshrink)
+MinkowskiThreshold = _activation("MinkowskiThreshold", nn.Threshold)
+MinkowskiSoftmin = _activation("MinkowskiSoftmin", nn.Softmin)
+MinkowskiSoftmax = _activation("MinkowskiSoftmax", nn.Softmax)
+MinkowskiLogSoftmax = _activation("MinkowskiLogSoftmax", nn.LogSoftmax)
+MinkowskiDropout = _activation("MinkowskiDropout", nn.Dropout)
+MinkowskiAlphaDropout = _activation("MinkowskiAlphaDropout", nn.AlphaDropout)
+
+ACTIVATIONS = ["MinkowskiELU", "MinkowskiHardshrink", "MinkowskiHardsigmoid", "MinkowskiHardtanh",
+               "MinkowskiHardswish", "MinkowskiLeakyReLU", "MinkowskiLogSigmoid", "MinkowskiPReLU", "MinkowskiReLU",
+               "MinkowskiReLU6", "MinkowskiRReLU", "MinkowskiSELU", "MinkowskiCELU", "MinkowskiGELU",
+               "MinkowskiSigmoid", "MinkowskiSiLU", "MinkowskiSoftplus", "MinkowskiSoftshrink", "MinkowskiSoftsign",
+               "MinkowskiTanh", "MinkowskiTanhshrink", "MinkowskiThreshold", "MinkowskiSoftmin", "MinkowskiSoftmax",
+               "MinkowskiLogSoftmax", "MinkowskiDropout", "MinkowskiAlphaDropout"]
+
+
+class MinkowskiSinusoidal(nn.Module):
+    """ME's sinusoidal feature layer: ``sin(F @ kernel + bias) * coef`` with random-uniform initial parameters."""
+
+    def __init__(self, in_channel: int, out_channel: int) -> None:
         super().__init__()
-        self.module = nn.LeakyReLU(negative_slope, inplace=inplace)
+        self.in_channel, self.out_channel = in_channel, out_channel
+        self.kernel = nn.Parameter(torch.rand(in_channel, out_channel))
+        self.bias = nn.Parameter(torch.rand(1, out_channel))
+        self.coef = nn.Parameter(torch.rand(1, out_channel))
 
-
-class MinkowskiELU(_Pointwise):
-    def __init__(self, alpha: float = 1.0, inplace: bool = False) -> None:
-        super().__init__()
-        self.module = nn.ELU(alpha, inplace=inplace)
-
-
-class MinkowskiGELU(_Pointwise):
-    def __init__(self) -> None:
-        super().__init__()
-        self.module = nn.GELU()
-
-
-class MinkowskiSigmoid(_Pointwise):
-    def __init__(self) -> None:
-        super().__init__()
-        self.module = nn.Sigmoid()
-
-
-class MinkowskiTanh(_Pointwise):
-    def __init__(self) -> None:
-        super().__init__()
-        self.module = nn.Tanh()
-
-
-class MinkowskiSoftmax(_Pointwise):
-    def __init__(self, dim: int = 1) -> None:
-        super().__init__()
-        self.module = nn.Softmax(dim=dim)
-
-
-class MinkowskiDropout(_Pointwise):
-    def __init__(self, p: float = 0.5, inplace: bool = False) -> None:
-        super().__init__()
-        self.module = nn.Dropout(p, inplace=inplace)
+    def forward(self, input: Tensor) -> Tensor:
+        features = _check_sparse(self, input).F
+        return input.replace_features(torch.sin(features.mm(self.kernel) + self.bias) * self.coef)
 
 
 class MinkowskiLinear(_Pointwise):
@@ -131,19 +149,66 @@ class MinkowskiNetwork(nn.Module):
         self.D = D
 
 
-def cat(*sparse_tensors: Tensor) -> Tensor:
-    """Concatenate channels of tensors on the same coordinates (a U-Net skip connection); fields work too."""
-    if len(sparse_tensors) == 1 and isinstance(sparse_tensors[0], (list, tuple)):
-        sparse_tensors = tuple(sparse_tensors[0])
-    if not sparse_tensors:
-        raise ValueError("cat needs at least one SparseTensor")
-    first = sparse_tensors[0]
-    for other in sparse_tensors[1:]:
+def _same_coordinates(tensors: tuple) -> tuple:
+    if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
+        tensors = tuple(tensors[0])
+    if not tensors:
+        raise ValueError("needs at least one SparseTensor or TensorField")
+    first = tensors[0]
+    for other in tensors[1:]:
         if type(other) is not type(first) or other.coordinate_manager is not first.coordinate_manager or \
                 other.coordinate_map_key != first.coordinate_map_key:
-            raise CoordinatesMismatchError("cat: tensors must share coordinates (same manager and coordinate_map_key); "
-                             f"got {first.coordinate_map_key} and {other.coordinate_map_key}")
-    return first.replace_features(torch.cat([t.F for t in sparse_tensors], 1))
+            raise CoordinatesMismatchError("tensors must share coordinates (same manager and coordinate_map_key); "
+                                           f"got {first.coordinate_map_key} and {other.coordinate_map_key}")
+    return tensors
+
+
+def cat(*sparse_tensors: Tensor) -> Tensor:
+    """Concatenate channels of tensors on the same coordinates (a U-Net skip connection); fields work too."""
+    tensors = _same_coordinates(sparse_tensors)
+    return tensors[0].replace_features(torch.cat([t.F for t in tensors], 1))
+
+
+def mean(*sparse_tensors: Tensor) -> Tensor:
+    """Element-wise mean of the features of tensors on the same coordinates."""
+    tensors = _same_coordinates(sparse_tensors)
+    return tensors[0].replace_features(torch.stack([t.F for t in tensors]).mean(0))
+
+
+def var(*sparse_tensors: Tensor) -> Tensor:
+    """Element-wise (biased) variance of the features of tensors on the same coordinates."""
+    tensors = _same_coordinates(sparse_tensors)
+    return tensors[0].replace_features(torch.stack([t.F for t in tensors]).var(0, unbiased=False))
+
+
+def _sum(*sparse_tensors: Tensor) -> Tensor:
+    tensors = _same_coordinates(sparse_tensors)
+    return tensors[0].replace_features(torch.stack([t.F for t in tensors]).sum(0))
+
+
+class _Stack(nn.Sequential):
+    """Applies every child to the same input (branches, not a chain) and combines the outputs."""
+
+    combine = staticmethod(cat)
+
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        return self.combine([module(x) for module in self])
+
+
+class MinkowskiStackCat(_Stack):
+    combine = staticmethod(cat)
+
+
+class MinkowskiStackSum(_Stack):
+    combine = staticmethod(_sum)
+
+
+class MinkowskiStackMean(_Stack):
+    combine = staticmethod(mean)
+
+
+class MinkowskiStackVar(_Stack):
+    combine = staticmethod(var)
 
 
 # ME's MinkowskiOps module also holds the dense/sparse conversions; ported code imports them from there.

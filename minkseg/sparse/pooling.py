@@ -43,6 +43,7 @@ class PoolingMode(enum.Enum):
 class _LocalPooling(nn.Module):
     mode = "sum"
     is_transpose = False
+    pooling_mode = PoolingMode.LOCAL_SUM_POOLING
 
     def __init__(self, kernel_size: int | Sequence[int] = -1, stride: int | Sequence[int] = 1,
                  dilation: int | Sequence[int] = 1, kernel_generator: KernelGenerator | None = None,
@@ -81,10 +82,12 @@ class MinkowskiAvgPooling(_LocalPooling):
     """Average over the *active* neighbours only (empty sites are not zeros), as in ME."""
 
     mode = "avg"
+    pooling_mode = PoolingMode.LOCAL_AVG_POOLING
 
 
 class MinkowskiMaxPooling(_LocalPooling):
     mode = "max"
+    pooling_mode = PoolingMode.LOCAL_MAX_POOLING
 
 
 class MinkowskiPoolingTranspose(_LocalPooling):

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 __all__ = ["sparse_quantize", "quantize_points", "batched_coordinates", "sparse_collate", "batch_sparse_collate",
-           "SparseCollation", "unique_coordinate_map", "unique_rows", "unique_rows_in_order", "batch_rows_of", "kaiming_normal_"]
+           "SparseCollation", "unique_coordinate_map", "unique_rows", "unique_rows_in_order", "batch_rows_of", "kaiming_normal_", "gradcheck"]
 
 
 def _to_torch(x: Any) -> torch.Tensor:
@@ -356,3 +356,11 @@ def kaiming_normal_(tensor: torch.Tensor, a: float = 0, mode: str = "fan_in",
     std = torch.nn.init.calculate_gain(nonlinearity, a) / math.sqrt(fan)
     with torch.no_grad():
         return tensor.normal_(0, std)
+
+
+def gradcheck(func: Any, inputs: Sequence[Any], eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-3,
+              raise_exception: bool = True, **kwargs: Any) -> bool:
+    """ME's ``utils.gradcheck``: torch's finite-difference check of ``func(*inputs)``; ``func`` may be one of the
+    ``Minkowski*Function()`` objects (callable here) and ``inputs`` may hold keys, generators and managers."""
+    return torch.autograd.gradcheck(func, tuple(inputs), eps=eps, atol=atol, rtol=rtol,
+                                    raise_exception=raise_exception, **kwargs)

@@ -18,6 +18,10 @@ ME_SCRIPT = textwrap.dedent("""
     from MinkowskiOps import MinkowskiToSparseTensor
     from MinkowskiTensorField import TensorField
     from MinkowskiTensor import SparseTensorQuantizationMode
+    from utils.gradcheck import gradcheck  # ME's folder is on sys.path, so its utils is top-level too
+    from MinkowskiEngine.modules.resnet_block import BasicBlock
+    import MinkowskiEngine.MinkowskiFunctional as MF
+    assert MF.relu is ME.MinkowskiFunctional.relu and BasicBlock.expansion == 1 and gradcheck is ME.utils.gradcheck
     import minkseg.sparse
     assert ME is minkseg.sparse and utils is minkseg.sparse.utils
     assert TensorField is minkseg.sparse.TensorField and MinkowskiToSparseTensor is ME.MinkowskiToSparseTensor
@@ -80,3 +84,13 @@ def test_install_and_uninstall_in_process():
     finally:
         alias.uninstall()
     assert "MinkowskiEngine" not in sys.modules and not alias.installed()
+
+
+def test_a_projects_own_utils_module_wins_over_mes(tmp_path):
+    (tmp_path / "utils.py").write_text("MINE = True\n")
+    script = tmp_path / "me_code.py"
+    script.write_text("import MinkowskiEngine as ME\nimport utils\nprint('OWN' if utils.MINE else 'ME')\n")
+    out = subprocess.run([sys.executable, "-m", "minkseg.sparse.alias", str(script)], env=_env(), cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "OWN"

@@ -92,12 +92,12 @@ def test_sparse_quantize_as_me():
     assert torch.equal(q, torch.from_numpy(coords)[index]) and index.tolist() == sorted(index.tolist())
     index, inverse = ME.utils.sparse_quantize(coords, return_maps_only=True, return_index=True, return_inverse=True)
     assert (coords[index.numpy()][inverse.numpy()] == coords).all()
-    # labels: numpy in -> numpy out, conflicts -> ME's default ignore label -100, [N, 1] kept as [M, 1]
+    # labels: numpy in -> numpy out, conflicts -> ME's default ignore label -100
     lc = np.array([[0, 0], [0, 0], [0, 0], [0, 1]], dtype=np.int32)
     q, lab = ME.utils.sparse_quantize(lc, labels=np.array([0, 1, 2, 3], dtype=np.int32))
     assert isinstance(q, np.ndarray) and q.tolist() == [[0, 0], [0, 1]] and lab.tolist() == [-100, 3]
     q, lab = ME.utils.sparse_quantize(lc, labels=np.array([[5], [5], [5], [3]]), ignore_label=255)
-    assert lab.shape == (2, 1) and lab.flatten().tolist() == [5, 3]
+    assert lab.shape == (2,) and lab.tolist() == [5, 3]  # [N, 1] labels give [M] voxel labels, as ME
     # quantization_size on torch floats
     pts = torch.tensor([[0.05, 0.05, 0.05], [0.07, 0.01, 0.02], [0.15, 0.0, 0.0]])
     q, f = ME.utils.sparse_quantize(pts, torch.arange(3.0)[:, None], quantization_size=0.1)

@@ -23,6 +23,7 @@ from minkseg.sparse.pointwise import (MinkowskiBatchNorm, MinkowskiInstanceNorm,
 from minkseg.sparse.pooling import (MinkowskiAvgPooling, MinkowskiGlobalAvgPooling, MinkowskiGlobalMaxPooling,
                                     MinkowskiGlobalPooling, MinkowskiGlobalSumPooling, MinkowskiMaxPooling,
                                     MinkowskiPoolingTranspose, MinkowskiSumPooling, PoolingMode)
+from minkseg.sparse.channelwise import MinkowskiChannelwiseConvolution
 from minkseg.sparse.structure import MinkowskiPruning, MinkowskiUnion
 from minkseg.sparse.functions import (BroadcastMode, ConvolutionMode, MinkowskiBroadcastFunction,
                                       MinkowskiConvolutionFunction, MinkowskiConvolutionTransposeFunction,
@@ -30,7 +31,7 @@ from minkseg.sparse.functions import (BroadcastMode, ConvolutionMode, MinkowskiB
                                       MinkowskiInstanceNormFunction, MinkowskiInterpolationFunction,
                                       MinkowskiLocalPoolingFunction, MinkowskiLocalPoolingTransposeFunction,
                                       MinkowskiPruningFunction, MinkowskiSPMMAverageFunction, MinkowskiSPMMFunction,
-                                      MinkowskiUnionFunction, spmm)
+                                      MinkowskiInterpolation, MinkowskiUnionFunction, spmm)
 from minkseg.sparse.tensor import SparseTensor
 from minkseg.sparse.tensor_base import (SparseTensorOperationMode, SparseTensorQuantizationMode,
                                         clear_global_coordinate_manager, global_coordinate_manager,
@@ -86,7 +87,8 @@ __all__ = [
     "MinkowskiConvolutionFunction", "MinkowskiConvolutionTransposeFunction", "MinkowskiDirectMaxPoolingFunction",
     "MinkowskiGlobalPoolingFunction", "MinkowskiInstanceNormFunction", "MinkowskiInterpolationFunction",
     "MinkowskiLocalPoolingFunction", "MinkowskiLocalPoolingTransposeFunction", "MinkowskiPruningFunction",
-    "MinkowskiSPMMAverageFunction", "MinkowskiSPMMFunction", "MinkowskiUnionFunction", "spmm", "MinkowskiSumPooling", "MinkowskiAvgPooling", "MinkowskiMaxPooling",
+    "MinkowskiSPMMAverageFunction", "MinkowskiSPMMFunction", "MinkowskiUnionFunction", "spmm",
+    "MinkowskiChannelwiseConvolution", "MinkowskiInterpolation", "MinkowskiSumPooling", "MinkowskiAvgPooling", "MinkowskiMaxPooling",
     "MinkowskiPoolingTranspose", "MinkowskiGlobalPooling", "PoolingMode", "MinkowskiGlobalSumPooling", "MinkowskiGlobalAvgPooling",
     "MinkowskiGlobalMaxPooling", "MinkowskiToSparseTensor", "MinkowskiToDenseTensor", "MinkowskiToFeature",
     "to_sparse", "to_sparse_all", "dense_coordinates", "utils", "sparse_quantize", "batched_coordinates",

@@ -9,8 +9,8 @@ Opt-in, never by side effect of importing minkseg:
 It never shadows a real MinkowskiEngine: ``install()`` refuses (returns False, with a warning) when one is
 importable. Besides the package and its submodules (``MinkowskiEngine.utils``,
 ``MinkowskiEngine.MinkowskiSparseTensor``, ...) it maps ME's top-level ``Minkowski*`` module names
-(``MinkowskiOps``, ``MinkowskiTensorField``, ...), which ME itself makes importable by putting its package folder on
-``sys.path`` (ME's top-level ``utils`` is not mapped: too many projects have their own). Each name resolves to the
+(``MinkowskiOps``, ``MinkowskiTensorField``, ``utils.gradcheck``, ...), which ME itself makes importable by appending its
+package folder to ``sys.path``; like there, they come last, so a project's own ``utils`` still wins. Each name resolves to the
 same module object as its minkseg home, so classes compare equal whichever name imported them. A name ME has and
 minkseg does not yet fails to import, as it should.
 """
@@ -48,6 +48,8 @@ ME_MODULES = {
     "modules.resnet_block": "minkseg.sparse.modules.resnet_block",
     "modules.senet_block": "minkseg.sparse.modules.senet_block",
     "MinkowskiCommon": "minkseg.sparse.kernel",
+    "MinkowskiChannelwiseConvolution": "minkseg.sparse.channelwise",
+    "MinkowskiInterpolation": "minkseg.sparse.functions",
     "sparse_matrix_functions": "minkseg.sparse.functions",
     "utils": "minkseg.sparse.utils",
 }
@@ -78,49 +80,58 @@ class _AliasLoader(importlib.abc.Loader):
 
 
 class _AliasFinder(importlib.abc.MetaPathFinder):
+    """``package=True``: ``MinkowskiEngine`` and its submodules (first on ``sys.meta_path``). ``package=False``: ME's
+    top-level module names (``MinkowskiOps``, ``utils.gradcheck``, ...), last on ``sys.meta_path``, the way ME
+    appends its folder to ``sys.path``: a module of the same name anywhere on the path wins."""
+
+    def __init__(self, package: bool) -> None:
+        self.package = package
+
     def find_spec(self, fullname: str, path=None, target=None):  # noqa: ANN001 (importlib's protocol)
-        top = fullname.split(".")[0]
-        if top != _PACKAGE and not (fullname in ME_MODULES and fullname.startswith(("Minkowski", "sparse_matrix"))):
+        if (fullname.split(".")[0] == _PACKAGE) != self.package:
             return None
         module = _target(fullname)
         if module is None:
             return None
         return importlib.util.spec_from_loader(fullname, _AliasLoader(module),
-                                               is_package=fullname in (_PACKAGE, f"{_PACKAGE}.modules", "modules"))
+                                               is_package=fullname in (_PACKAGE, f"{_PACKAGE}.modules", "modules",
+                                                                       "utils", f"{_PACKAGE}.utils"))
 
 
-_finder: _AliasFinder | None = None
+_finders: list[_AliasFinder] = []
 
 
 def installed() -> bool:
-    return _finder is not None and _finder in sys.meta_path
+    return bool(_finders) and all(f in sys.meta_path for f in _finders)
 
 
 def install() -> bool:
     """Make ``import MinkowskiEngine`` resolve to minkseg.sparse; False (and a warning) when a real
     MinkowskiEngine is importable, which is then left alone."""
-    global _finder
     if installed():
         return True
     if importlib.util.find_spec(_PACKAGE) is not None:
         warnings.warn("a real MinkowskiEngine is installed; the minkseg alias is not installed and ME code will use "
                       "the real one", stacklevel=2)
         return False
-    _finder = _AliasFinder()
     # first: ``MinkowskiEngine.utils`` must be this alias, not a second copy of minkseg/sparse/utils.py that the path
     # finder would load from the aliased package's folder
-    sys.meta_path.insert(0, _finder)
+    _finders[:] = [_AliasFinder(package=True), _AliasFinder(package=False)]
+    sys.meta_path.insert(0, _finders[0])
+    sys.meta_path.append(_finders[1])
     return True
 
 
 def uninstall() -> None:
     """Remove the alias and forget the modules imported through it."""
-    global _finder
-    if _finder is not None and _finder in sys.meta_path:
-        sys.meta_path.remove(_finder)
-    _finder = None
-    for name in [n for n in sys.modules if n == _PACKAGE or n.startswith(_PACKAGE + ".") or n in ME_MODULES]:
-        if sys.modules[name].__name__.startswith("minkseg."):
+    for finder in _finders:
+        if finder in sys.meta_path:
+            sys.meta_path.remove(finder)
+    _finders.clear()
+    top_level = set(ME_MODULES) | {"utils"}
+    for name in [n for n in sys.modules if n == _PACKAGE or n.startswith(_PACKAGE + ".") or n in top_level
+                 or n.startswith("utils.")]:
+        if getattr(sys.modules[name], "__name__", "").startswith("minkseg."):
             del sys.modules[name]
 
 

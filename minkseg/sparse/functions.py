@@ -22,7 +22,8 @@ __all__ = ["BroadcastMode", "ConvolutionMode", "MinkowskiConvolutionFunction", "
            "MinkowskiLocalPoolingFunction", "MinkowskiLocalPoolingTransposeFunction", "MinkowskiGlobalPoolingFunction",
            "MinkowskiBroadcastFunction", "MinkowskiInstanceNormFunction", "MinkowskiInterpolationFunction",
            "MinkowskiPruningFunction", "MinkowskiUnionFunction", "MinkowskiSPMMFunction",
-           "MinkowskiSPMMAverageFunction", "MinkowskiDirectMaxPoolingFunction", "spmm", "instance_norm"]
+           "MinkowskiSPMMAverageFunction", "MinkowskiDirectMaxPoolingFunction", "MinkowskiInterpolation", "spmm",
+           "instance_norm"]
 
 
 class BroadcastMode(enum.Enum):
@@ -262,3 +263,22 @@ class MinkowskiDirectMaxPoolingFunction(_Adapter):
         out = torch.zeros(int(out_nrows), in_feat.shape[1], dtype=in_feat.dtype, device=in_feat.device)
         return out.scatter_reduce(0, out_map[:, None].expand(-1, in_feat.shape[1]), in_feat[in_map], reduce="amax",
                                   include_self=False)
+
+
+class MinkowskiInterpolation(torch.nn.Module):
+    """``interp(x, tfield)``: x's features N-linearly interpolated at the continuous coordinates ``tfield``
+    [M, 1+D]; with ``return_kernel_map`` also ``(in_map, out_map)``, with ``return_weights`` the weights."""
+
+    def __init__(self, return_kernel_map: bool = False, return_weights: bool = False) -> None:
+        super().__init__()
+        self.return_kernel_map, self.return_weights = return_kernel_map, return_weights
+
+    def forward(self, input: Any, tfield: torch.Tensor) -> Any:
+        out, in_map, out_map, weights = MinkowskiInterpolationFunction.apply(
+            input.F, tfield.to(input.device, input.dtype), input.coordinate_map_key, input.coordinate_manager)
+        result: list[Any] = [out]
+        if self.return_kernel_map:
+            result.append((in_map, out_map))
+        if self.return_weights:
+            result.append(weights)
+        return result[0] if len(result) == 1 else tuple(result)

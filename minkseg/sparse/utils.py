@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 __all__ = ["sparse_quantize", "quantize_points", "batched_coordinates", "sparse_collate", "batch_sparse_collate",
-           "SparseCollation", "unique_coordinate_map", "unique_rows", "unique_rows_in_order", "batch_rows_of", "kaiming_normal_", "gradcheck"]
+           "SparseCollation", "unique_coordinate_map", "unique_rows", "unique_rows_in_order", "batch_rows_of", "kaiming_normal_", "gradcheck", "summary"]
 
 
 def _to_torch(x: Any) -> torch.Tensor:
@@ -190,7 +190,7 @@ def sparse_quantize(
     entries present when given/requested; with ``return_maps_only`` just ``index`` (and ``inverse``). As in ME 0.5.4:
     without labels the coordinates and maps come back as torch tensors (on ``device``) even for numpy input, and
     ``features[index]`` keeps the features' own type; with labels, numpy coordinates give numpy results. A voxel whose
-    points disagree gets ``ignore_label`` (ME's default -100). Labels may be [N] or [N, 1] (returned in that shape).
+    points disagree gets ``ignore_label`` (ME's default -100). Labels may be [N] or [N, 1]; voxel labels are [M].
     Differences from ME, all refusals of input ME would turn into garbage: NaN/inf coordinates and voxel indices
     beyond int32 raise ValueError; ``return_inverse`` without ``return_index`` is allowed.
     """
@@ -222,9 +222,7 @@ def sparse_quantize(
         else:
             raise ValueError(f"sparse_quantize: labels must be [N] or [N, 1], got shape {tuple(labs.shape)}")
         index, inverse = unique_rows_in_order(discrete)
-        voxel_labels = _voxel_labels(flat, inverse, index.numel(), ignore_label).to(labs.dtype)
-        if labs.dim() == 2:
-            voxel_labels = voxel_labels[:, None]
+        voxel_labels = _voxel_labels(flat, inverse, index.numel(), ignore_label).to(labs.dtype)  # [M], as ME
         if numpy_in:
             outputs = [discrete[index].numpy()]
             if features is not None:
@@ -364,3 +362,32 @@ def gradcheck(func: Any, inputs: Sequence[Any], eps: float = 1e-6, atol: float =
     ``Minkowski*Function()`` objects (callable here) and ``inputs`` may hold keys, generators and managers."""
     return torch.autograd.gradcheck(func, tuple(inputs), eps=eps, atol=atol, rtol=rtol,
                                     raise_exception=raise_exception, **kwargs)
+
+
+def summary(model: torch.nn.Module, summary_input: Any) -> str:
+    """ME's ``utils.summary``: print (and return) each leaf layer's output size and parameter count for one
+    forward pass of ``summary_input``."""
+    rows: list[tuple[str, str, int]] = []
+
+    def hook(module: torch.nn.Module, _inputs: Any, output: Any) -> None:
+        features = getattr(output, "F", output)
+        size = list(features.shape) if isinstance(features, torch.Tensor) else "?"
+        rows.append((f"{type(module).__name__}-{len(rows) + 1}", str(size),
+                     sum(p.numel() for p in module.parameters(recurse=False))))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            model(summary_input)
+    finally:
+        for handle in handles:
+            handle.remove()
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    lines = [f"{'Layer (type)':>25}  {'Output Shape':>25} {'Param #':>15}", "=" * 67]
+    lines += [f"{name:>25}  {size:>25} {count:>15,}" for name, size, count in rows]
+    lines += ["=" * 67, f"Total params: {total:,}", f"Trainable params: {trainable:,}",
+              f"Non-trainable params: {total - trainable:,}"]
+    text = "\n".join(lines)
+    print(text)
+    return text

@@ -94,3 +94,23 @@ def test_a_projects_own_utils_module_wins_over_mes(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "OWN"
+
+
+def test_importing_me_submodules_never_replaces_classes_or_functions(tmp_path):
+    script = tmp_path / "me_code.py"
+    script.write_text(textwrap.dedent("""
+        import MinkowskiEngine as ME
+        import MinkowskiEngine.MinkowskiConvolution
+        from MinkowskiEngine.utils.summary import summary
+        from utils.gradcheck import gradcheck
+        import utils.summary
+        assert isinstance(ME.MinkowskiConvolution, type), ME.MinkowskiConvolution
+        assert callable(ME.utils.summary) and callable(gradcheck) and callable(summary)
+        import utils
+        assert callable(utils.summary) and callable(utils.gradcheck)
+        print("NO-CLOBBER")
+    """))
+    out = subprocess.run([sys.executable, "-m", "minkseg.sparse.alias", str(script)], env=_env(), cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "NO-CLOBBER"

@@ -226,3 +226,20 @@ def test_spmm_and_direct_max_pooling_functions():
     pooled = ME.MinkowskiDirectMaxPoolingFunction().apply(torch.IntTensor([0, 1, 2]), torch.IntTensor([0, 0, 2]),
                                                           torch.DoubleTensor([[1], [5], [3]]), 3)
     assert pooled.flatten().tolist() == [5, 0, 3]
+
+
+def test_sync_batchnorm_conversion_keeps_parameters_and_runs_outside_ddp():
+    net = torch.nn.Sequential(ME.MinkowskiLinear(4, 4), ME.MinkowskiBatchNorm(4), ME.MinkowskiReLU()).double()
+    with torch.no_grad():
+        net[1].bn.weight.fill_(2.0)
+        net[1].bn.running_mean.fill_(0.5)
+    synced = ME.MinkowskiSyncBatchNorm.convert_sync_batchnorm(net)
+    assert isinstance(synced[1], ME.MinkowskiSyncBatchNorm) and isinstance(synced[1].bn, torch.nn.SyncBatchNorm)
+    assert synced[1].bn.weight.tolist() == [2.0] * 4 and synced[1].bn.running_mean.tolist() == [0.5] * 4
+    x = _tensor()
+    synced.eval()
+    reference = torch.nn.functional.batch_norm(net[0](x).F, synced[1].bn.running_mean, synced[1].bn.running_var,
+                                               synced[1].bn.weight, synced[1].bn.bias, False, 0.0, 1e-5)
+    assert torch.allclose(synced(x).F, torch.relu(reference))
+    stable = ME.MinkowskiStableInstanceNorm(4).double()(x)
+    assert stable.F.shape == x.F.shape

@@ -17,7 +17,8 @@ from minkseg.sparse.keys import CoordinateMapKey, CoordinateMapType, GPUMemoryAl
 from minkseg.sparse import pointwise as _pointwise
 from minkseg.sparse.broadcast import (MinkowskiBroadcast, MinkowskiBroadcastAddition, MinkowskiBroadcastConcatenation,
                                       MinkowskiBroadcastMultiplication)
-from minkseg.sparse.pointwise import (MinkowskiBatchNorm, MinkowskiInstanceNorm, MinkowskiLinear, MinkowskiNetwork,
+from minkseg.sparse.pointwise import (MinkowskiBatchNorm, MinkowskiInstanceNorm, MinkowskiStableInstanceNorm,
+                                      MinkowskiSyncBatchNorm, MinkowskiLinear, MinkowskiNetwork,
                                       MinkowskiSinusoidal, MinkowskiStackCat, MinkowskiStackMean, MinkowskiStackSum,
                                       MinkowskiStackVar, cat, mean, var)
 from minkseg.sparse.pooling import (MinkowskiAvgPooling, MinkowskiGlobalAvgPooling, MinkowskiGlobalMaxPooling,
@@ -88,7 +89,8 @@ __all__ = [
     "MinkowskiGlobalPoolingFunction", "MinkowskiInstanceNormFunction", "MinkowskiInterpolationFunction",
     "MinkowskiLocalPoolingFunction", "MinkowskiLocalPoolingTransposeFunction", "MinkowskiPruningFunction",
     "MinkowskiSPMMAverageFunction", "MinkowskiSPMMFunction", "MinkowskiUnionFunction", "spmm",
-    "MinkowskiChannelwiseConvolution", "MinkowskiInterpolation", "MinkowskiSumPooling", "MinkowskiAvgPooling", "MinkowskiMaxPooling",
+    "MinkowskiChannelwiseConvolution", "MinkowskiInterpolation", "MinkowskiSyncBatchNorm",
+    "MinkowskiStableInstanceNorm", "MinkowskiSumPooling", "MinkowskiAvgPooling", "MinkowskiMaxPooling",
     "MinkowskiPoolingTranspose", "MinkowskiGlobalPooling", "PoolingMode", "MinkowskiGlobalSumPooling", "MinkowskiGlobalAvgPooling",
     "MinkowskiGlobalMaxPooling", "MinkowskiToSparseTensor", "MinkowskiToDenseTensor", "MinkowskiToFeature",
     "to_sparse", "to_sparse_all", "dense_coordinates", "utils", "sparse_quantize", "batched_coordinates",

@@ -68,15 +68,44 @@ def _target(fullname: str) -> str | None:
     return None
 
 
+_UTILS_SUBMODULES = ("collation", "coords", "gradcheck", "init", "quantization", "summary")
+
+
+def _children(name: str) -> list[str]:
+    """The ME submodule names under an aliased package name (``MinkowskiEngine``, ``utils``, ``modules``, ...)."""
+    inner = name[len(_PACKAGE) + 1:] if name.startswith(_PACKAGE + ".") else ("" if name == _PACKAGE else name)
+    if inner == "" and name == _PACKAGE:
+        return [f"{_PACKAGE}.{m}" for m in ME_MODULES]
+    if inner == "utils":
+        return [f"{name}.{m}" for m in _UTILS_SUBMODULES]
+    if inner == "modules":
+        return [f"{name}.{m.split('.', 1)[1]}" for m in ME_MODULES if m.startswith("modules.")]
+    return []
+
+
 class _AliasLoader(importlib.abc.Loader):
     def __init__(self, target: str) -> None:
         self.target = target
+        self.alias = ""
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
+        self.alias = spec.name
         return importlib.import_module(self.target)
 
-    def exec_module(self, module: ModuleType) -> None:  # the target module is already executed
-        pass
+    def exec_module(self, module: ModuleType) -> None:
+        """The target module is already executed. Register the package's ME submodule names right away: imported
+        later one by one, each would be set as an attribute of its parent (Python does that on first import) and
+        replace a class or function of the same name (``MinkowskiEngine.MinkowskiConvolution``,
+        ``utils.summary``); found in ``sys.modules``, nothing is set."""
+        _register_children(self.alias)
+
+
+def _register_children(name: str) -> None:
+    for child in _children(name):
+        target = _target(child)
+        if target is not None and child not in sys.modules:
+            sys.modules[child] = importlib.import_module(target)
+            _register_children(child)  # MinkowskiEngine.utils -> MinkowskiEngine.utils.summary, ...
 
 
 class _AliasFinder(importlib.abc.MetaPathFinder):

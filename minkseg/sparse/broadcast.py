@@ -2,14 +2,21 @@
 sparse tensor: copy, add, multiply or concatenate, as ME's broadcast layers (squeeze-excitation, global context)."""
 from __future__ import annotations
 
+import enum
+
 import torch
 from torch import nn
 
 from minkseg.sparse.tensor import SparseTensor
 from minkseg.sparse.tensor_base import CoordinatesMismatchError, Tensor
 
-__all__ = ["broadcast_rows", "MinkowskiBroadcast", "MinkowskiBroadcastAddition", "MinkowskiBroadcastMultiplication",
+__all__ = ["BroadcastMode", "broadcast_rows", "MinkowskiBroadcast", "MinkowskiBroadcastAddition", "MinkowskiBroadcastMultiplication",
            "MinkowskiBroadcastConcatenation"]
+
+
+class BroadcastMode(enum.Enum):
+    ELEMENTWISE_ADDITON = 0  # ME's spelling
+    ELEMENTWISE_MULTIPLICATION = 1
 
 
 def broadcast_rows(input: Tensor, glob: SparseTensor) -> torch.Tensor:
@@ -38,12 +45,16 @@ class MinkowskiBroadcast(nn.Module):
 class MinkowskiBroadcastAddition(nn.Module):
     """``x.F + glob.F[batch of each row]``."""
 
+    operation_type = BroadcastMode.ELEMENTWISE_ADDITON
+
     def forward(self, input: Tensor, input_glob: SparseTensor) -> Tensor:
         return input.replace_features(input.F + broadcast_rows(input, input_glob))
 
 
 class MinkowskiBroadcastMultiplication(nn.Module):
     """``x.F * glob.F[batch of each row]`` (squeeze-excitation's channel gates)."""
+
+    operation_type = BroadcastMode.ELEMENTWISE_MULTIPLICATION
 
     def forward(self, input: Tensor, input_glob: SparseTensor) -> Tensor:
         return input.replace_features(input.F * broadcast_rows(input, input_glob))

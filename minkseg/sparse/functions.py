@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 import torch
 
+from minkseg.sparse.broadcast import BroadcastMode
 from minkseg.sparse.coordinates import CoordinateManager
 from minkseg.sparse.kernel import KernelGenerator
 from minkseg.sparse.keys import CoordinateMapKey
@@ -24,11 +25,6 @@ __all__ = ["BroadcastMode", "ConvolutionMode", "MinkowskiConvolutionFunction", "
            "MinkowskiPruningFunction", "MinkowskiUnionFunction", "MinkowskiSPMMFunction",
            "MinkowskiSPMMAverageFunction", "MinkowskiDirectMaxPoolingFunction", "MinkowskiInterpolation", "spmm",
            "instance_norm"]
-
-
-class BroadcastMode(enum.Enum):
-    ELEMENTWISE_ADDITON = 0  # ME's spelling
-    ELEMENTWISE_MULTIPLICATION = 1
 
 
 class ConvolutionMode(enum.Enum):
@@ -65,16 +61,23 @@ def _kernel_3d(kernel: torch.Tensor) -> torch.Tensor:
     return kernel if kernel.dim() == 3 else kernel.unsqueeze(0)
 
 
+def _resolve_out_key(in_key: CoordinateMapKey, out_key: CoordinateMapKey | None, generator: KernelGenerator,
+                     manager: CoordinateManager, transpose: bool) -> CoordinateMapKey:
+    """The given output key, else the set the layer itself would write to (filled into an unset key, as ME)."""
+    if _is_set(out_key):
+        return out_key
+    if all(s == 1 for s in generator.kernel_stride):
+        resolved = in_key
+    elif transpose:
+        resolved = manager.transposed_key(in_key, generator)
+    else:
+        resolved = manager.stride_key(in_key, generator.kernel_stride)
+    return _fill(out_key, resolved)
+
+
 def _conv(features: torch.Tensor, kernel: torch.Tensor, generator: KernelGenerator, in_key: CoordinateMapKey,
           out_key: CoordinateMapKey | None, manager: CoordinateManager, transpose: bool) -> torch.Tensor:
-    if not _is_set(out_key):
-        if all(s == 1 for s in generator.kernel_stride):
-            resolved = in_key
-        elif transpose:
-            resolved = manager.transposed_key(in_key, generator)
-        else:
-            resolved = manager.stride_key(in_key, generator.kernel_stride)
-        out_key = _fill(out_key, resolved)
+    out_key = _resolve_out_key(in_key, out_key, generator, manager, transpose)
     kmap = manager.kernel_map_for(in_key, out_key, generator, is_transpose=transpose)
     return sparse_conv(features, _kernel_3d(kernel), kmap)
 
@@ -103,14 +106,7 @@ def _local_pool(features: torch.Tensor, mode: PoolingMode, generator: KernelGene
                 out_key: CoordinateMapKey | None, manager: CoordinateManager, transpose: bool) -> torch.Tensor:
     if mode not in _LOCAL_MODES:
         raise ValueError(f"local pooling needs a LOCAL_* PoolingMode, got {mode!r}")
-    if not _is_set(out_key):
-        if all(s == 1 for s in generator.kernel_stride):
-            resolved = in_key
-        elif transpose:
-            resolved = manager.transposed_key(in_key, generator)
-        else:
-            resolved = manager.stride_key(in_key, generator.kernel_stride)
-        out_key = _fill(out_key, resolved)
+    out_key = _resolve_out_key(in_key, out_key, generator, manager, transpose)
     kmap = manager.kernel_map_for(in_key, out_key, generator, is_transpose=transpose)
     return sparse_pool(features, kmap, _LOCAL_MODES[mode])
 

@@ -12,7 +12,7 @@ from torch import nn
 from minkseg.sparse.tensor import SparseTensor
 from minkseg.sparse.tensor_base import CoordinatesMismatchError, Tensor
 
-__all__ = ["MinkowskiBatchNorm", "MinkowskiInstanceNorm", "MinkowskiLinear", "MinkowskiNetwork", "MinkowskiSinusoidal",
+__all__ = ["MinkowskiBatchNorm", "MinkowskiSyncBatchNorm", "MinkowskiInstanceNorm", "MinkowskiStableInstanceNorm", "MinkowskiLinear", "MinkowskiNetwork", "MinkowskiSinusoidal",
            "cat", "mean", "var", "MinkowskiStackCat", "MinkowskiStackSum", "MinkowskiStackMean", "MinkowskiStackVar", "ACTIVATIONS", "MinkowskiELU", "MinkowskiHardshrink", "MinkowskiHardsigmoid", "MinkowskiHardtanh",
            "MinkowskiHardswish", "MinkowskiLeakyReLU", "MinkowskiLogSigmoid", "MinkowskiPReLU", "MinkowskiReLU",
            "MinkowskiReLU6", "MinkowskiRReLU", "MinkowskiSELU", "MinkowskiCELU", "MinkowskiGELU", "MinkowskiSigmoid",
@@ -55,6 +55,42 @@ class MinkowskiInstanceNorm(nn.Module):
         batch = _check_sparse(self, input).C[:, 0]
         batch = torch.round(batch).long() if batch.is_floating_point() else batch.long()
         return input.replace_features(instance_norm(input.F, batch, self.eps) * self.weight + self.bias)
+
+
+class MinkowskiSyncBatchNorm(MinkowskiBatchNorm):
+    """Batch norm whose statistics are reduced over every DDP process (``torch.nn.SyncBatchNorm`` under ``.bn``);
+    outside a process group it is plain batch norm."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
+                 track_running_stats: bool = True, process_group: object = None) -> None:
+        nn.Module.__init__(self)
+        self.bn = nn.SyncBatchNorm(num_features, eps=eps, momentum=momentum, affine=affine,
+                                   track_running_stats=track_running_stats, process_group=process_group)
+
+    @classmethod
+    def convert_sync_batchnorm(cls, module: nn.Module, process_group: object = None) -> nn.Module:
+        """Every MinkowskiBatchNorm in ``module`` replaced by a MinkowskiSyncBatchNorm with its parameters and
+        running statistics (what ME's ``convert_sync_batchnorm`` does before wrapping a model in DDP)."""
+        if isinstance(module, MinkowskiBatchNorm) and not isinstance(module, MinkowskiSyncBatchNorm):
+            old = module.bn
+            converted = cls(old.num_features, old.eps, old.momentum, old.affine, old.track_running_stats,
+                            process_group)
+            reference = next(iter(old.state_dict().values()), None)
+            if reference is not None:  # same dtype and device as the layer it replaces
+                converted = converted.to(device=reference.device, dtype=reference.dtype)
+            converted.bn.load_state_dict(old.state_dict())
+            converted.train(module.training)
+            return converted
+        for name, child in module.named_children():
+            module.add_module(name, cls.convert_sync_batchnorm(child, process_group))
+        return module
+
+
+class MinkowskiStableInstanceNorm(MinkowskiInstanceNorm):
+    """ME's "stable" instance norm: the same per-sample normalisation with eps 1e-6, then ``weight`` / ``bias``."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__(num_features, eps=1e-6)
 
 
 class _Pointwise(nn.Module):

@@ -243,3 +243,41 @@ def test_sync_batchnorm_conversion_keeps_parameters_and_runs_outside_ddp():
     assert torch.allclose(synced(x).F, torch.relu(reference))
     stable = ME.MinkowskiStableInstanceNorm(4).double()(x)
     assert stable.F.shape == x.F.shape
+
+
+@pytest.mark.parametrize("D, stride", [(3, 1), (3, 2), (4, 1)])
+def test_channelwise_conv_matches_a_per_channel_brute_force(D, stride):
+    torch.manual_seed(D + stride)
+    coords = torch.unique(torch.cat([torch.randint(0, 2, (40, 1)), torch.randint(0, 6, (40, D))], 1), dim=0).int()
+    feats = torch.randn(len(coords), 3, dtype=torch.float64, requires_grad=True)
+    x = ME.SparseTensor(feats, coords)
+    layer = ME.MinkowskiChannelwiseConvolution(3, kernel_size=3, stride=stride, bias=True, dimension=D).double()
+    out = layer(x)
+    index = {tuple(c): n for n, c in enumerate(x.C.tolist())}
+    expected = torch.zeros(len(out), 3, dtype=torch.float64)
+    for n, o in enumerate(out.C.tolist()):
+        for k, off in enumerate(layer.kernel_generator.offsets.tolist()):
+            src = (o[0], *[o[d + 1] + off[d] for d in range(D)])
+            if src in index:
+                expected[n] += x.F[index[src]] * layer.kernel[k]
+    assert torch.allclose(out.F, expected + layer.bias, atol=1e-10)
+    assert torch.autograd.gradcheck(lambda f: layer(ME.SparseTensor(f, coordinate_map_key=x.coordinate_map_key,
+                                                                    coordinate_manager=x.coordinate_manager)).F,
+                                    (feats,))
+
+
+def test_interpolation_layer_and_generative_gradients():
+    coords = torch.IntTensor([[0, 0, 0], [0, 1, 0], [0, 0, 1], [0, 1, 1]])
+    x = ME.SparseTensor(torch.DoubleTensor([[1.0], [2.0], [3.0], [4.0]]), coords)
+    interp = ME.MinkowskiInterpolation(return_kernel_map=True, return_weights=True)
+    values, (in_map, out_map), weights = interp(x, torch.DoubleTensor([[0, 0.5, 0.5], [0, 0.25, 0.0]]))
+    assert values.flatten().tolist() == pytest.approx([2.5, 1.25])  # bilinear
+    assert len(in_map) == len(out_map) == len(weights)
+    coarse = ME.SparseTensor(torch.randn(3, 2, dtype=torch.float64, requires_grad=True),
+                             torch.IntTensor([[0, 0, 0], [0, 2, 2], [1, 2, 0]]), tensor_stride=2)
+    gen = ME.MinkowskiGenerativeConvolutionTranspose(2, 2, kernel_size=2, stride=2, dimension=2).double()
+    key, manager = coarse.coordinate_map_key, coarse.coordinate_manager
+    out_key = gen(coarse).coordinate_map_key
+    fn = ME.MinkowskiConvolutionTransposeFunction()
+    assert torch.autograd.gradcheck(lambda f, w: fn(f, w, gen.kernel_generator, None, key, out_key, manager),
+                                    (coarse.F, gen.kernel))

@@ -83,16 +83,8 @@ class TensorField(Tensor):
         return self._manager.get_coordinate_field(self.coordinate_field_map_key)
 
     @property
-    def coordinate_key(self) -> CoordinateMapKey:
-        return self.coordinate_field_map_key
-
-    @property
     def coordinate_map_key(self) -> CoordinateMapKey:
         return self.coordinate_field_map_key
-
-    @property
-    def tensor_stride(self) -> list[int]:
-        return list(self.coordinate_field_map_key.tensor_stride)
 
     def __repr__(self) -> str:
         return (f"TensorField(N={self._F.shape[0]}, C={self._F.shape[1]}, D={self.D}, device={self.device}, "

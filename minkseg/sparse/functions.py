@@ -83,23 +83,19 @@ def _conv(features: torch.Tensor, kernel: torch.Tensor, generator: KernelGenerat
 
 
 class MinkowskiConvolutionFunction(_Adapter):
-    @staticmethod
-    def apply(input_features: torch.Tensor, kernel_weights: torch.Tensor, kernel_generator: KernelGenerator,
+    transpose = False
+
+    @classmethod
+    def apply(cls, input_features: torch.Tensor, kernel_weights: torch.Tensor, kernel_generator: KernelGenerator,
               convolution_mode: Any = None, in_coordinate_map_key: CoordinateMapKey | None = None,
               out_coordinate_map_key: CoordinateMapKey | None = None,
               coordinate_manager: CoordinateManager | None = None) -> torch.Tensor:
         return _conv(input_features, kernel_weights, kernel_generator, in_coordinate_map_key,
-                     out_coordinate_map_key, coordinate_manager, transpose=False)
+                     out_coordinate_map_key, coordinate_manager, transpose=cls.transpose)
 
 
-class MinkowskiConvolutionTransposeFunction(_Adapter):
-    @staticmethod
-    def apply(input_features: torch.Tensor, kernel_weights: torch.Tensor, kernel_generator: KernelGenerator,
-              convolution_mode: Any = None, in_coordinate_map_key: CoordinateMapKey | None = None,
-              out_coordinate_map_key: CoordinateMapKey | None = None,
-              coordinate_manager: CoordinateManager | None = None) -> torch.Tensor:
-        return _conv(input_features, kernel_weights, kernel_generator, in_coordinate_map_key,
-                     out_coordinate_map_key, coordinate_manager, transpose=True)
+class MinkowskiConvolutionTransposeFunction(MinkowskiConvolutionFunction):
+    transpose = True
 
 
 def _local_pool(features: torch.Tensor, mode: PoolingMode, generator: KernelGenerator, in_key: CoordinateMapKey,
@@ -112,21 +108,18 @@ def _local_pool(features: torch.Tensor, mode: PoolingMode, generator: KernelGene
 
 
 class MinkowskiLocalPoolingFunction(_Adapter):
-    @staticmethod
-    def apply(input_features: torch.Tensor, pooling_mode: PoolingMode, kernel_generator: KernelGenerator,
+    transpose = False
+
+    @classmethod
+    def apply(cls, input_features: torch.Tensor, pooling_mode: PoolingMode, kernel_generator: KernelGenerator,
               in_coordinate_map_key: CoordinateMapKey, out_coordinate_map_key: CoordinateMapKey | None = None,
               coordinate_manager: CoordinateManager | None = None) -> torch.Tensor:
         return _local_pool(input_features, pooling_mode, kernel_generator, in_coordinate_map_key,
-                           out_coordinate_map_key, coordinate_manager, transpose=False)
+                           out_coordinate_map_key, coordinate_manager, transpose=cls.transpose)
 
 
-class MinkowskiLocalPoolingTransposeFunction(_Adapter):
-    @staticmethod
-    def apply(input_features: torch.Tensor, pooling_mode: PoolingMode, kernel_generator: KernelGenerator,
-              in_coordinate_map_key: CoordinateMapKey, out_coordinate_map_key: CoordinateMapKey | None = None,
-              coordinate_manager: CoordinateManager | None = None) -> torch.Tensor:
-        return _local_pool(input_features, pooling_mode, kernel_generator, in_coordinate_map_key,
-                           out_coordinate_map_key, coordinate_manager, transpose=True)
+class MinkowskiLocalPoolingTransposeFunction(MinkowskiLocalPoolingFunction):
+    transpose = True
 
 
 def _batch_column(manager: CoordinateManager, key: CoordinateMapKey) -> torch.Tensor:

@@ -129,14 +129,6 @@ class SparseTensor(Tensor):
     def coordinates(self) -> torch.Tensor:
         return self._manager.get_coordinates(self.coordinate_map_key)
 
-    @property
-    def coordinate_key(self) -> CoordinateMapKey:
-        return self.coordinate_map_key
-
-    @property
-    def tensor_stride(self) -> list[int]:
-        return list(self.coordinate_map_key.tensor_stride)
-
     def __repr__(self) -> str:
         return (f"SparseTensor(N={self._F.shape[0]}, C={self._F.shape[1]}, D={self.D}, "
                 f"tensor_stride={self.tensor_stride}, device={self.device}, dtype={self.dtype})")

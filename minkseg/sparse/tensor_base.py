@@ -118,6 +118,14 @@ class Tensor:
         return self._manager
 
     @property
+    def coordinate_key(self):  # noqa: ANN201 (a CoordinateMapKey; ME's older name)
+        return self.coordinate_map_key
+
+    @property
+    def tensor_stride(self) -> list[int]:
+        return list(self.coordinate_map_key.tensor_stride)
+
+    @property
     def D(self) -> int:
         return self._manager.D
 

@@ -127,3 +127,22 @@ def test_write_is_atomic_and_rejects_bad_arrays(tmp_path):
         write_ply(path, {"x": np.zeros(3, np.complex64)})
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.ply"]  # no temp files left behind
+
+
+@pytest.mark.parametrize("fmt", ["ascii", "binary_little_endian", "binary_big_endian"])
+@pytest.mark.parametrize("faces_first", [False, True])
+def test_whole_file_keeps_faces_and_round_trips(tmp_path, fmt, faces_first):
+    from minkseg.data.ply import read_ply_file, write_ply_file
+
+    data, xyz = _mesh_bytes(fmt, faces_first)
+    path = tmp_path / "mesh.ply"
+    path.write_bytes(data)
+    mesh = read_ply_file(path)
+    assert mesh.format == fmt and mesh.comments == ["made by hand"]
+    assert list(mesh.elements) == (["face", "vertex"] if faces_first else ["vertex", "face"])
+    np.testing.assert_array_equal(np.stack([mesh.vertex[a] for a in "xyz"], 1), xyz)
+    assert [list(f) for f in mesh.elements["face"]["vertex_indices"]] == [[0, 1, 2], [1, 2, 3]]
+    write_ply_file(tmp_path / "out.ply", mesh.elements, binary=fmt != "ascii")
+    again = read_ply_file(tmp_path / "out.ply")
+    np.testing.assert_array_equal(again.vertex, mesh.vertex)
+    assert [list(f) for f in again.elements["face"]["vertex_indices"]] == [[0, 1, 2], [1, 2, 3]]

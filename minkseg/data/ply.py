@@ -1,8 +1,11 @@
-"""A small, vectorised PLY reader/writer for point clouds (no ``plyfile`` dependency).
+"""PLY I/O for point clouds and meshes: plyfile decodes and encodes, MinkSeg validates and explains.
 
-Why our own: ScanNet meshes (``*_vh_clean_2.ply``) and Synthia4D frames are PLY files with a ``vertex`` element of
-scalar properties; that is all we need, and reading it with one ``numpy.frombuffer`` per element is much faster
-than a generic parser. Other elements (e.g. ScanNet's ``face`` list element) are skipped, not decoded.
+Why both: plyfile reads and writes every PLY layout, faces included (``minkseg predict`` must give a user's mesh
+back with its faces), and memory-maps binary elements; the header is still parsed here first, so that every
+malformed file gets one line saying what is wrong, where and how to fix it (plyfile's own messages name rows, not
+fixes), and so that headers with ``\\r\\n`` line ends, which plyfile refuses, are read too. Binary list elements
+(faces) are memory-mapped with the list lengths of their first row (``benchmarks/ply_read.py`` compares the speed
+with the former hand-written reader).
 
 Supported: ``ascii``, ``binary_little_endian`` and ``binary_big_endian`` 1.0; every PLY scalar type (both the
 classic names ``uchar``/``float`` and the sized ones ``uint8``/``float32``). Anything malformed (wrong magic,
@@ -16,7 +19,7 @@ import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -151,89 +154,129 @@ def read_ply_header(path: str | os.PathLike) -> PlyHeader:
     return _parse_header(path, head)
 
 
-def _skip_binary_element(path: Path, buf: memoryview, offset: int, element: PlyElement, order: str) -> int:
-    """Return the offset after ``element``. Fixed-size rows are skipped arithmetically; rows with list
-    properties are skipped vectorised when every list has the same length (triangle meshes), else row by row."""
-    if not element.has_lists:
-        return offset + element.count * element.row_dtype(order).itemsize
-    if element.count == 0:
-        return offset
-    # Assume constant list lengths, taken from the first row, then verify.
-    fields, pos = [], offset
-    for p in element.properties:
-        if p.is_list:
-            cnt_dt = np.dtype(order + p.list_count_dtype)
-            if pos + cnt_dt.itemsize > len(buf):
-                raise _fail(path, f"truncated data in element {element.name!r}")
-            n = int(np.frombuffer(buf, cnt_dt, 1, pos)[0])
-            fields += [(p.name + "__n", cnt_dt), (p.name, np.dtype(order + p.dtype), (n,))]
-            pos += cnt_dt.itemsize + n * np.dtype(p.dtype).itemsize
-        else:
-            fields.append((p.name, np.dtype(order + p.dtype)))
-            pos += np.dtype(p.dtype).itemsize
-    row = np.dtype(fields)
-    end = offset + element.count * row.itemsize
-    if end <= len(buf):
-        rows = np.frombuffer(buf, row, element.count, offset)
-        lengths = {f[0]: f[2][0] for f in fields if len(f) == 3}
-        if all(np.all(rows[name + "__n"] == n) for name, n in lengths.items()):
-            return end
-    for _ in range(element.count):  # variable-length lists: rare, so a plain loop is acceptable
-        for p in element.properties:
-            if p.is_list:
-                cnt_dt = np.dtype(order + p.list_count_dtype)
-                if offset + cnt_dt.itemsize > len(buf):
-                    raise _fail(path, f"truncated data in element {element.name!r}")
-                n = int(np.frombuffer(buf, cnt_dt, 1, offset)[0])
-                offset += cnt_dt.itemsize + n * np.dtype(p.dtype).itemsize
-            else:
-                offset += np.dtype(p.dtype).itemsize
-    if offset > len(buf):
-        raise _fail(path, f"truncated data in element {element.name!r}")
-    return offset
+def _list_lengths(path: Path, header: PlyHeader) -> dict[str, dict[str, int]]:
+    """Per list element, the list lengths of its first row (triangle meshes: 3 for every face).
 
-
-def _read_binary(path: Path, header: PlyHeader, target: PlyElement) -> np.ndarray:
+    plyfile memory-maps an element with list properties only when it is told their fixed lengths; taking them from
+    the first row makes ScanNet meshes as fast to read as vertex-only clouds. A file whose lists vary is detected
+    by plyfile ("unexpected list length") and then read row by row (:func:`_load`)."""
     order = header.byte_order
-    size = path.stat().st_size
+    lengths: dict[str, dict[str, int]] = {}
     offset = header.data_offset
+    with open(path, "rb") as handle:
+        for element in header.elements:
+            if not element.has_lists:
+                offset += element.count * element.row_dtype(order).itemsize
+                continue
+            if element.count == 0:
+                continue
+            row, known = 0, {}
+            handle.seek(offset)
+            for prop in element.properties:
+                if prop.is_list:
+                    count_dtype = np.dtype(order + prop.list_count_dtype)
+                    raw = handle.read(count_dtype.itemsize)
+                    if len(raw) < count_dtype.itemsize:
+                        return lengths  # truncated: plyfile reports it
+                    known[prop.name] = int(np.frombuffer(raw, count_dtype)[0])
+                    handle.seek(known[prop.name] * np.dtype(prop.dtype).itemsize, os.SEEK_CUR)
+                    row += count_dtype.itemsize + known[prop.name] * np.dtype(prop.dtype).itemsize
+                else:
+                    handle.seek(np.dtype(prop.dtype).itemsize, os.SEEK_CUR)
+                    row += np.dtype(prop.dtype).itemsize
+            lengths[element.name] = known
+            offset += element.count * row
+    return lengths
+
+
+def _plyfile_error(path: Path, exc: Exception) -> DataError:
+    """plyfile's parse errors as one line in MinkSeg's words (what, where, how to fix)."""
+    element = getattr(exc, "element", None)
+    name = getattr(element, "name", "?")
+    count = getattr(element, "count", "?")
+    row = getattr(exc, "row", None)
+    message = getattr(exc, "message", str(exc))
+    if message == "early end-of-file":
+        return _fail(path, f"truncated PLY: element {name!r} has {row} of {count} rows")
+    if message == "early end-of-line":
+        return _fail(path, f"truncated PLY: ASCII element {name!r} row {row} has fewer values than properties "
+                           "(truncated or malformed rows)")
+    if message == "malformed input":
+        return _fail(path, f"non-numeric value in ASCII element {name!r} (row {row})")
+    if message == "expected end-of-line":
+        return _fail(path, f"ASCII element {name!r} row {row} has more values than properties (malformed rows)")
+    return _fail(path, f"unreadable PLY data ({exc})")
+
+
+def _read_ascii_scalars(path: Path, header: PlyHeader) -> dict[str, np.ndarray]:
+    """ASCII elements without list properties, tokenised at once: plyfile parses ASCII row by row in Python,
+    about 5x slower (benchmarks/ply_read.py), and phone apps often export ASCII clouds."""
+    with open(path, "rb") as handle:
+        handle.seek(header.data_offset)
+        lines = handle.read().splitlines()
+    out, start = {}, 0
+    for element in header.elements:
+        rows = lines[start: start + element.count]
+        start += element.count
+        if len(rows) < element.count:
+            raise _fail(path, f"truncated PLY: element {element.name!r} has {len(rows)} of {element.count} rows")
+        width = len(element.properties)
+        tokens = b" ".join(rows).split()
+        if len(tokens) != element.count * width:
+            raise _fail(path, f"ASCII element {element.name!r} has {len(tokens)} values, expected {element.count} "
+                              f"rows x {width} properties (truncated or malformed rows)")
+        try:
+            values = np.array(tokens, dtype=np.float64).reshape(element.count, width)
+        except ValueError:
+            raise _fail(path, f"non-numeric value in ASCII element {element.name!r}") from None
+        data = np.empty(element.count, dtype=element.row_dtype("="))
+        for column, prop in enumerate(element.properties):
+            data[prop.name] = values[:, column]
+        out[element.name] = data
+    return out
+
+
+def _load(path: Path, header: PlyHeader) -> dict[str, np.ndarray]:
+    """Every element of a validated file, by name in file order: through plyfile (binary elements memory-mapped),
+    except ASCII files without list properties (:func:`_read_ascii_scalars`)."""
+    import plyfile
+
+    if header.format == "ascii" and not any(element.has_lists for element in header.elements):
+        return _read_ascii_scalars(path, header)
+
+    with open(path, "rb") as handle:
+        raw_header = handle.read(header.data_offset)
+    source: Any = path
+    if b"\r" in raw_header:  # plyfile wants one kind of line end; our header parser already accepted the file
+        source = io.BytesIO(raw_header.replace(b"\r\n", b"\n").replace(b"\r", b"\n") +
+                            path.read_bytes()[header.data_offset:])
+    known = {} if header.format == "ascii" else _list_lengths(path, header)
+    try:
+        try:
+            data = plyfile.PlyData.read(source, mmap="c", known_list_len=known)
+        except plyfile.PlyElementParseError as exc:
+            if exc.message != "unexpected list length":
+                raise
+            if isinstance(source, io.BytesIO):
+                source.seek(0)
+            data = plyfile.PlyData.read(source, mmap=False)  # variable-length lists: row by row
+    except plyfile.PlyParseError as exc:
+        raise _plyfile_error(path, exc) from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise _fail(path, f"unreadable PLY data ({type(exc).__name__}: {exc})") from None
+    return {element.name: element.data for element in data.elements}
+
+
+def _check_binary_size(path: Path, header: PlyHeader, target: PlyElement) -> None:
+    """A truncated binary file, said in bytes when the elements before ``target`` have fixed-size rows."""
+    order = header.byte_order
     preceding = header.elements[: header.elements.index(target)]
-    if any(e.has_lists for e in preceding):
-        buf = memoryview(path.read_bytes())
-        for e in preceding:
-            offset = _skip_binary_element(path, buf, offset, e, order)
-    else:
-        offset += sum(e.count * e.row_dtype(order).itemsize for e in preceding)
-    row = target.row_dtype(order)
-    needed = offset + target.count * row.itemsize
+    if header.format == "ascii" or any(e.has_lists for e in preceding) or target.has_lists:
+        return
+    needed = header.data_offset + sum(e.count * e.row_dtype(order).itemsize for e in preceding + [target])
+    size = path.stat().st_size
     if needed > size:
         raise _fail(path, f"truncated PLY: element {target.name!r} needs {needed} bytes, file has {size}")
-    return np.fromfile(path, dtype=row, count=target.count, offset=offset)
-
-
-def _read_ascii(path: Path, header: PlyHeader, target: PlyElement) -> np.ndarray:
-    with open(path, "rb") as f:
-        f.seek(header.data_offset)
-        body = f.read()
-    lines = body.splitlines()
-    # Every row of every element is one line in ASCII PLY; skip the rows of the elements before ours.
-    start = sum(e.count for e in header.elements[: header.elements.index(target)])
-    rows = [ln for ln in lines[start: start + target.count]]
-    if len(rows) < target.count:
-        raise _fail(path, f"truncated PLY: element {target.name!r} has {len(rows)} of {target.count} rows")
-    nprops = len(target.properties)
-    tokens = b" ".join(rows).split()
-    if len(tokens) != target.count * nprops:
-        raise _fail(path, f"ASCII element {target.name!r} has {len(tokens)} values, expected "
-                          f"{target.count} rows x {nprops} properties (truncated or malformed rows)")
-    try:
-        values = np.array(tokens, dtype=np.float64).reshape(target.count, nprops)
-    except ValueError:
-        raise _fail(path, f"non-numeric value in ASCII element {target.name!r}") from None
-    out = np.empty(target.count, dtype=target.row_dtype("="))
-    for i, p in enumerate(target.properties):
-        out[p.name] = values[:, i]
-    return out
 
 
 def read_ply(path: str | os.PathLike, element: str = "vertex",
@@ -257,9 +300,64 @@ def read_ply(path: str | os.PathLike, element: str = "vertex",
     if missing:
         raise _fail(path, f"PLY element {element!r} lacks properties {missing} (has {present})",
                     "export the file with these vertex properties")
-    rows = _read_ascii(path, header, target) if header.format == "ascii" else _read_binary(path, header, target)
-    return {p.name: np.ascontiguousarray(rows[p.name]).astype(np.dtype(p.dtype), copy=False)
-            for p in target.properties}
+    _check_binary_size(path, header, target)
+    rows = _load(path, header)[element]
+    return {p.name: np.array(rows[p.name], dtype=np.dtype(p.dtype)) for p in target.properties}
+
+
+@dataclass
+class PlyFile:
+    """A whole PLY file: every element as a structured array in file order (faces included), and how it was
+    stored. What ``minkseg predict`` reads, so that its output keeps the input's vertices, properties and faces."""
+
+    elements: dict[str, np.ndarray]
+    format: str
+    comments: list[str]
+
+    @property
+    def vertex(self) -> np.ndarray:
+        return self.elements["vertex"]
+
+
+def read_ply_file(path: str | os.PathLike) -> PlyFile:
+    """All elements of a PLY file (validated like :func:`read_ply`); it must have a ``vertex`` element."""
+    path = Path(path)
+    header = read_ply_header(path)
+    vertex = header.element("vertex")
+    if vertex is None:
+        names = [e.name for e in header.elements] or ["none"]
+        raise _fail(path, f"PLY has no 'vertex' element (elements: {', '.join(names)})")
+    _check_binary_size(path, header, vertex)
+    elements = {name: np.array(rows) for name, rows in _load(path, header).items()}
+    return PlyFile(elements=elements, format=header.format, comments=list(header.comments))
+
+
+def encode_ply_file(elements: Mapping[str, np.ndarray], *, binary: bool = True, big_endian: bool = False,
+                    comments: Sequence[str] = ()) -> bytes:
+    """Structured arrays (one per element, list properties as object arrays) as PLY bytes, through plyfile."""
+    import plyfile
+
+    described = []
+    for name, rows in elements.items():
+        rows = np.asarray(rows)
+        if rows.dtype.fields is None:
+            raise ValueError(f"PLY element {name!r} must be a structured array")
+        bools = [field for field, (dtype, *_) in rows.dtype.fields.items() if dtype == np.bool_]
+        if bools:
+            rows = rows.astype([(field, "u1" if field in bools else dtype)
+                                for field, (dtype, *_) in rows.dtype.fields.items()])
+        described.append(plyfile.PlyElement.describe(rows, name))
+    data = plyfile.PlyData(described, text=not binary, byte_order=">" if big_endian else "<",
+                           comments=list(comments))
+    buffer = io.BytesIO()
+    data.write(buffer)
+    return buffer.getvalue()
+
+
+def write_ply_file(path: str | os.PathLike, elements: Mapping[str, np.ndarray], *, binary: bool = True,
+                   big_endian: bool = False, comments: Sequence[str] = ()) -> None:
+    """Write several elements (a mesh: vertex + face) atomically."""
+    atomic_write_bytes(path, encode_ply_file(elements, binary=binary, big_endian=big_endian, comments=comments))
 
 
 def first_present(fields: Mapping[str, np.ndarray], path: str | os.PathLike, *candidates: str) -> np.ndarray:
@@ -281,32 +379,15 @@ def encode_ply(fields: Mapping[str, np.ndarray], binary: bool = True, big_endian
     if len(lengths) != 1 or len(next(iter(lengths))) != 1:
         raise ValueError(f"PLY properties must be 1-D arrays of one length, got shapes "
                          f"{ {n: a.shape for n, a in arrays.items()} }")
-    count = next(iter(lengths))[0]
-    fmt = ("binary_big_endian" if big_endian else "binary_little_endian") if binary else "ascii"
-    head = ["ply", f"format {fmt} 1.0"] + [f"comment {c}" for c in comments] + [f"element vertex {count}"]
-    codes = {}
     for name, a in arrays.items():
         code = a.dtype.str[1:] if a.dtype != bool else "b1"
         if code not in NUMPY_TO_PLY:
             raise ValueError(f"PLY cannot store dtype {a.dtype} (property {name!r}); cast it first")
-        codes[name] = "u1" if code == "b1" else code
-        head.append(f"property {NUMPY_TO_PLY[code]} {name}")
-    head.append("end_header")
-    header = ("\n".join(head) + "\n").encode("ascii")
-    if binary:
-        order = ">" if big_endian else "<"
-        rows = np.empty(count, dtype=[(n, order + c) for n, c in codes.items()])
-        for name, a in arrays.items():
-            rows[name] = a
-        return header + rows.tobytes()
-    out = io.BytesIO()
-    table = np.empty((count, len(arrays)), dtype=object)
-    fmts = []
-    for i, (name, a) in enumerate(arrays.items()):
-        table[:, i] = a.astype(np.float64 if codes[name][0] == "f" else np.int64)
-        fmts.append({"f4": "%.9g", "f8": "%.17g"}.get(codes[name], "%d"))
-    np.savetxt(out, table, fmt=fmts, delimiter=" ")
-    return header + out.getvalue()
+    rows = np.empty(next(iter(lengths))[0], dtype=[(name, "u1" if a.dtype == bool else a.dtype.str[1:])
+                                                  for name, a in arrays.items()])
+    for name, a in arrays.items():
+        rows[name] = a
+    return encode_ply_file({"vertex": rows}, binary=binary, big_endian=big_endian, comments=comments)
 
 
 def write_ply(path: str | os.PathLike, fields: Mapping[str, np.ndarray], binary: bool = True,

@@ -129,15 +129,23 @@ def read_synthia_frame(root: str | os.PathLike, rel_path: str, dataset: str = "s
         log.warning("%s: %d points have labels outside 0..15 %s; they are ignored", rel_path, int(bad.sum()),
                     np.unique(raw[bad])[:5].tolist())
     raw_label = np.where(bad, IGNORE_LABEL, raw).astype(np.uint8)
-    extrinsics_file = root / sequence / EXTRINSICS_PATH.format(frame=path.stem)
+    coords, center, world = frame_in_metres(root / sequence, path.stem, xyz)
+    return Scene(name=frame_name(sequence, frame, len(path.stem)), dataset=dataset,
+                 coords=coords, colors=colors, labels=raw_to_class()[raw_label],
+                 extra={"sequence": np.array(sequence), "frame": np.array(frame, dtype=np.int64),
+                        "raw_label": raw_label, "center": center, "world_frame": np.array(world)})
+
+
+def frame_in_metres(sequence_dir: Path, stem: str, xyz_cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """A frame's points (cm, camera frame) as the network sees them: metres, in world coordinates when the
+    sequence has the frame's camera extrinsics. Returns ``(xyz float32, camera centre float32, world)``; shared by
+    the dataset reader and ``minkseg predict`` on a sequence folder."""
+    xyz = np.asarray(xyz_cm, dtype=np.float64)
+    extrinsics_file = Path(sequence_dir) / EXTRINSICS_PATH.format(frame=stem)
     center = np.zeros(3)
     world = extrinsics_file.is_file()
     if world:
         extrinsics = load_extrinsics(extrinsics_file)
         xyz = camera_to_world(xyz, extrinsics)
         center = camera_to_world(np.zeros((1, 3)), extrinsics)[0]
-    return Scene(name=frame_name(sequence, frame, len(path.stem)), dataset=dataset,
-                 coords=(xyz * CM_TO_M).astype(np.float32), colors=colors, labels=raw_to_class()[raw_label],
-                 extra={"sequence": np.array(sequence), "frame": np.array(frame, dtype=np.int64),
-                        "raw_label": raw_label, "center": (center * CM_TO_M).astype(np.float32),
-                        "world_frame": np.array(world)})
+    return (xyz * CM_TO_M).astype(np.float32), (center * CM_TO_M).astype(np.float32), world

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 from minkseg.config import Params, load_params
 from minkseg.errors import MinkSegError
 
-__all__ = ["run_stage"]
+__all__ = ["run_stage", "run_guarded", "progress_wanted", "report_error", "EXIT_USER_ERROR"]
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -34,7 +34,7 @@ def _user_message(exc: MinkSegError) -> str:
     return text
 
 
-def _report(stage: str, message: str) -> None:
+def report_error(stage: str, message: str) -> None:
     """One ``minkseg <stage>: error:`` line per line of the message (a params file can have several bad keys)."""
     for line in message.splitlines() or [""]:
         print(f"minkseg {stage}: error: {line}", file=sys.stderr)
@@ -47,28 +47,43 @@ def _parse(stage: str, argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def run_guarded(name: str, fn: Callable[[], Any], rerun_hint: str = "re-run `dvc repro` to continue") -> int:
+    """Run ``fn()`` and return the exit code: 0, 2 for a user error (one ``minkseg <name>: error:`` line per
+    message line), 130 on Ctrl-C. Shared by the stage scripts and the ``minkseg`` command."""
+    try:
+        fn()
+    except MinkSegError as exc:
+        report_error(name, _user_message(exc))
+        return EXIT_USER_ERROR
+    except OSError as exc:
+        if exc.errno in _NO_SPACE:
+            report_error(name, f"cannot write {exc.filename or 'output'}: {exc.strerror}; free disk space, then "
+                               "re-run (inputs were not modified)")
+            return EXIT_USER_ERROR
+        if exc.errno in _NO_ACCESS:
+            report_error(name, f"cannot access {exc.filename or 'a file'}: {exc.strerror}; fix that path's "
+                               "permissions (or choose another folder), then re-run (inputs were not modified)")
+            return EXIT_USER_ERROR
+        raise
+    except KeyboardInterrupt:
+        print(f"minkseg {name}: interrupted; {rerun_hint}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def progress_wanted(no_progress: bool = False) -> bool:
+    """Progress bars on a terminal (or with MINKSEG_PROGRESS=1), never in logs."""
+    return not no_progress and sys.stderr.isatty() or os.environ.get("MINKSEG_PROGRESS") == "1"
+
+
 def run_stage(stage: str, fn: Callable[..., Mapping[str, Any] | Any], argv: list[str] | None = None) -> int:
     """Run ``fn(params, progress=...)`` and return the process exit code."""
     logging.basicConfig(level=logging.INFO, format=f"minkseg {stage}: %(message)s")
     args = _parse(stage, argv)
-    progress = not args.no_progress and sys.stderr.isatty() or os.environ.get("MINKSEG_PROGRESS") == "1"
-    try:
+    progress = progress_wanted(args.no_progress)
+
+    def call() -> None:
         params: Params = load_params(args.params)
         fn(params, progress=progress)
-    except MinkSegError as exc:
-        _report(stage, _user_message(exc))
-        return EXIT_USER_ERROR
-    except OSError as exc:
-        if exc.errno in _NO_SPACE:
-            _report(stage, f"cannot write {exc.filename or 'output'}: {exc.strerror}; free disk space, then re-run "
-                           "(inputs were not modified)")
-            return EXIT_USER_ERROR
-        if exc.errno in _NO_ACCESS:
-            _report(stage, f"cannot access {exc.filename or 'a file'}: {exc.strerror}; fix that path's permissions "
-                           "(or choose another folder), then re-run (inputs were not modified)")
-            return EXIT_USER_ERROR
-        raise
-    except KeyboardInterrupt:
-        print(f"minkseg {stage}: interrupted; re-run `dvc repro` to continue", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    return 0
+
+    return run_guarded(stage, call)

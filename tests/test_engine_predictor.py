@@ -1,19 +1,15 @@
 """The Predictor: a model file + one scene's points -> per-point labels and probabilities, equal to the evaluator's."""
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 import torch
 import yaml
 
-from minkseg.config import params_from_dict
 from minkseg.data import read_ply
-from minkseg.engine import EngineError, Evaluator
-from minkseg.engine import pipeline
+from minkseg.engine import EngineError
 from minkseg.engine.predictor import PointPrediction, Predictor, voting_rotations
-from tests.robust_workspace import shared_workspace
+from tests.robust_workspace import evaluator_predictions, shared_workspace
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +36,9 @@ def test_voting_order_puts_the_unrotated_view_first_once():
 
 
 def test_labels_equal_the_evaluators_for_the_same_scene(workspace, predictor, tmp_path):
-    params = params_from_dict(copy.deepcopy(yaml.safe_load((workspace / "params.yaml").read_text())))
-    paths = pipeline.PipelinePaths(workspace)
-    model, payload = pipeline.load_trained_model(paths.model)
-    evaluator = Evaluator.from_params(params, model, num_classes=int(payload["num_classes"]),
-                                      class_names=payload["class_names"], device="cpu")
-    evaluator.evaluate(pipeline._VotingScenes(params, paths), predictions_dir=tmp_path, progress=False)
-    assert len(predictor.voting_angles) == len(params.evaluate.rotation_angles) > 1  # really voting
+    evaluator_predictions(workspace, tmp_path)
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    assert len(predictor.voting_angles) == len(params["evaluate"]["rotation_angles"]) > 1  # really voting
     for index in range(2):
         name, xyz, rgb = val_scene(workspace, index)
         result = predictor.predict(xyz, rgb, name=name)

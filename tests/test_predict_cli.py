@@ -1,0 +1,172 @@
+"""`minkseg predict` as a user runs it: every input kind, outputs at the original points, one line per bad input."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from minkseg.data.ply import encode_ply, read_ply_file, write_ply_file
+from minkseg.engine.export import palette
+from minkseg.engine.predict import main, window_of
+from tests.robust_workspace import REPO, child_env, evaluator_predictions, shared_workspace
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    return shared_workspace(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def expected(workspace, tmp_path_factory):
+    """The evaluator's per-point labels of the val scenes."""
+    return evaluator_predictions(workspace, tmp_path_factory.mktemp("evaluator"))
+
+
+def val_mesh(workspace, index: int = 0):
+    name = (workspace / "data" / "raw" / "scannetv2_val.txt").read_text().split()[index]
+    return name, workspace / "data" / "raw" / "scans" / name / f"{name}_vh_clean_2.ply"
+
+
+def predict(workspace, capsys, *args: str) -> tuple[int, str]:
+    capsys.readouterr()
+    threads = torch.get_num_threads()
+    try:
+        code = main(["predict", "--model", str(workspace / "models" / "model.pt"), "--device", "cpu",
+                     "--no-progress", *map(str, args)])
+    finally:
+        torch.set_num_threads(threads)
+    return code, capsys.readouterr().err
+
+
+def assert_same_points(source_vertex, output_vertex):
+    assert len(output_vertex) == len(source_vertex)
+    for axis in "xyz":  # bit-identical, type included
+        assert output_vertex[axis].dtype == source_vertex[axis].dtype
+        assert output_vertex[axis].tobytes() == source_vertex[axis].tobytes()
+
+
+def test_binary_ply_gets_the_evaluators_labels_at_its_own_points(workspace, expected, tmp_path, capsys):
+    name, mesh = val_mesh(workspace)
+    code, err = predict(workspace, capsys, mesh, "-o", tmp_path, "--probabilities")
+    assert code == 0, err
+    source = read_ply_file(mesh)
+    out = read_ply_file(tmp_path / f"{mesh.stem}.ply")
+    assert_same_points(source.vertex, out.vertex)
+    for channel in ("red", "green", "blue", "alpha"):
+        np.testing.assert_array_equal(out.vertex[channel], source.vertex[channel])
+    np.testing.assert_array_equal(out.vertex["label"], np.load(expected / f"{name}.npy"))
+    coloured = read_ply_file(tmp_path / f"{mesh.stem}_labels.ply")
+    assert_same_points(source.vertex, coloured.vertex)
+    np.testing.assert_array_equal(coloured.vertex["red"], palette(20)[out.vertex["label"], 0])
+    probabilities = np.load(tmp_path / f"{mesh.stem}.probs.npy")
+    assert probabilities.shape == (len(source.vertex), 20) and probabilities.dtype == np.float32
+    np.testing.assert_array_equal(probabilities.argmax(1), out.vertex["label"])
+    assert any("0 wall, 1 floor" in comment for comment in out.comments)
+
+
+def test_ascii_mesh_with_faces_keeps_them(workspace, expected, tmp_path, capsys):
+    name, mesh = val_mesh(workspace, 1)
+    vertex = read_ply_file(mesh).vertex
+    faces = np.empty(3, dtype=[("vertex_indices", "O")])
+    faces["vertex_indices"] = [np.array([0, 1, 2], np.int32), np.array([2, 3, 4], np.int32),
+                               np.array([5, 6, 7], np.int32)]
+    source = tmp_path / "room_ascii.ply"
+    write_ply_file(source, {"vertex": vertex, "face": faces}, binary=False)
+    assert source.read_bytes().startswith(b"ply\nformat ascii 1.0")
+    code, err = predict(workspace, capsys, source, "-o", tmp_path / "out")
+    assert code == 0, err
+    out = read_ply_file(tmp_path / "out" / "room_ascii.ply")
+    assert_same_points(read_ply_file(source).vertex, out.vertex)
+    np.testing.assert_array_equal(out.vertex["label"], np.load(expected / f"{name}.npy"))
+    for file in ("room_ascii.ply", "room_ascii_labels.ply"):
+        kept = read_ply_file(tmp_path / "out" / file).elements["face"]["vertex_indices"]
+        assert [list(f) for f in kept] == [[0, 1, 2], [2, 3, 4], [5, 6, 7]]
+
+
+def test_npy_txt_and_folder_inputs(workspace, expected, tmp_path, capsys, caplog):
+    name, mesh = val_mesh(workspace)
+    vertex = read_ply_file(mesh).vertex
+    rows = np.stack([vertex[c].astype(np.float32) for c in ("x", "y", "z", "red", "green", "blue")], axis=1)
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    np.save(folder / "a.npy", rows)
+    np.savetxt(folder / "b.txt", rows[:, :3], fmt="%.9g")  # colourless
+    (folder / "notes.md").write_text("not a scan")
+    code, err = predict(workspace, capsys, folder, "-o", tmp_path / "out")
+    assert code == 0, err
+    a = read_ply_file(tmp_path / "out" / "a.ply").vertex
+    for i, axis in enumerate("xyz"):
+        assert a[axis].tobytes() == np.ascontiguousarray(rows[:, i]).tobytes()
+    np.testing.assert_array_equal(a["label"], np.load(expected / f"{name}.npy"))
+    b = read_ply_file(tmp_path / "out" / "b_labels.ply").vertex
+    assert len(b) == len(rows) and {"red", "green", "blue", "label"} <= set(b.dtype.names)
+    assert "b.txt: no colours; filled with grey" in caplog.text  # a warning; stderr in a terminal
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.ply", "a_labels.ply", "b.ply",
+                                                                    "b_labels.ply"]
+
+
+def _bad_inputs(tmp_path, workspace):
+    _, mesh = val_mesh(workspace)
+    vertex = read_ply_file(mesh).vertex
+    xyz = np.stack([vertex[a] for a in "xyz"], axis=1).astype(np.float64)
+    (tmp_path / "fake.ply").write_text("hello, I am a text file\n")
+    np.save(tmp_path / "empty.npy", np.zeros((0, 3)))
+    with_nan = xyz.copy()
+    with_nan[7] = np.nan
+    np.save(tmp_path / "nan.npy", with_nan)
+    (tmp_path / "mm.ply").write_bytes(encode_ply({a: (xyz[:, i] * 1000).astype(np.float32)
+                                                  for i, a in enumerate("xyz")}))
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other_project.pt")
+    return {
+        "missing": ([tmp_path / "nope.ply"], "nope.ply: no such file or folder; check the path"),
+        "not a ply": ([tmp_path / "fake.ply"], "fake.ply: not a PLY file (the first line must be 'ply')"),
+        "empty": ([tmp_path / "empty.npy"], "empty.npy: the cloud has no points; nothing to segment"),
+        "nan": ([tmp_path / "nan.npy"], "nan.npy: 1 of "),
+        "millimetres": ([tmp_path / "mm.ply"], "the coordinates look like millimetres: rescale them to metres "
+                                               "(minkseg predict --scale 0.001"),
+        "other project": ([mesh, "--model", tmp_path / "other_project.pt"],
+                          "other_project.pt: not a MinkSeg model file (no 'model'/'state_dict')"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing", "not a ply", "empty", "nan", "millimetres", "other project"])
+def test_bad_input_is_one_line_exit_2_and_no_output(workspace, tmp_path, capsys, case):
+    args, message = _bad_inputs(tmp_path, workspace)[case]
+    out = tmp_path / "out"
+    code, err = predict(workspace, capsys, *args, "-o", out)
+    assert code == 2
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("minkseg predict: error: ")]
+    assert len(lines) == 1 and message in lines[0], err
+    assert not out.exists() or not list(out.iterdir())
+
+
+def test_millimetres_rescaled_give_the_metre_labels(workspace, tmp_path, capsys):
+    _, mesh = val_mesh(workspace)
+    vertex = read_ply_file(mesh).vertex
+    (tmp_path / "mm.ply").write_bytes(encode_ply({a: vertex[a].astype(np.float64) * 1000 for a in "xyz"}))
+    (tmp_path / "m.ply").write_bytes(encode_ply({a: vertex[a].astype(np.float64) for a in "xyz"}))
+    assert predict(workspace, capsys, tmp_path / "mm.ply", "--scale", "0.001", "-o", tmp_path / "o")[0] == 0
+    assert predict(workspace, capsys, tmp_path / "m.ply", "-o", tmp_path / "o")[0] == 0
+    mm, m = (read_ply_file(tmp_path / "o" / f).vertex for f in ("mm.ply", "m.ply"))
+    assert mm["x"].tobytes() == (vertex["x"].astype(np.float64) * 1000).tobytes()  # written back as given
+    assert (mm["label"] == m["label"]).mean() > 0.99  # x 1000 x 0.001 is not always the same double
+
+
+def test_console_command_runs_as_a_process(workspace, tmp_path):
+    _, mesh = val_mesh(workspace)
+    done = subprocess.run([sys.executable, "-m", "minkseg.engine.predict", "predict", str(mesh), "-o", str(tmp_path),
+                           "--model", str(workspace / "models" / "model.pt"), "--voting-angles", "0,180"],
+                          cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert len(read_ply_file(tmp_path / mesh.name).vertex) == len(read_ply_file(mesh).vertex)
+
+
+def test_4d_window_of_each_frame():
+    assert window_of(0, 10, 3, 2) == ([0, 2, 4], 0)
+    assert window_of(5, 10, 3, 2) == ([5, 7, 9], 0)
+    assert window_of(6, 10, 3, 2) == ([2, 4, 6], 2)
+    assert window_of(9, 10, 3, 2) == ([5, 7, 9], 2)

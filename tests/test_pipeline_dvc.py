@@ -1,7 +1,7 @@
 """The real product path: `dvc repro` in a temporary copy of the repository, on a tiny synthetic dataset.
 
-Checks that every metric key appears, that a second repro does nothing, that a train param re-runs only train and
-evaluate, and that a training killed with SIGKILL resumes from its checkpoint under the next `dvc repro`.
+Checks that every metric key appears, that a second repro does nothing, that a train param re-runs only train,
+evaluate and submit, and that a training killed with SIGKILL resumes from its checkpoint under the next `dvc repro`.
 """
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def _stages_run(output: str) -> set[str]:
 
 def test_repro_end_to_end_then_nothing_then_only_train_and_evaluate(repo: Path):
     first = _run(repo, "repro")
-    assert _stages_run(first.stdout) == {"download", "preprocess", "voxelize", "train", "evaluate"}
+    assert _stages_run(first.stdout) == {"download", "preprocess", "voxelize", "train", "evaluate", "submit"}
     metrics = json.loads((repo / "metrics" / "eval.json").read_text())
     for key in ("miou", "oa", "macc", "map", "per_class_iou", "per_class_acc", "confusion_matrix"):
         assert key in metrics, key
@@ -86,7 +86,8 @@ def test_repro_end_to_end_then_nothing_then_only_train_and_evaluate(repo: Path):
 
     _tiny_params(repo / "params.yaml", lr=0.05)
     changed = _run(repo, "repro")
-    assert _stages_run(changed.stdout) == {"train", "evaluate"}
+    assert _stages_run(changed.stdout) == {"train", "evaluate", "submit"}
+    assert json.loads((repo / "submission" / "summary.json").read_text())["validated"] is True
 
 
 def test_killed_training_resumes_from_checkpoint(repo: Path):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 
 from minkseg.atomic import atomic_write_json, check_writable
@@ -27,7 +28,7 @@ from minkseg.engine.trainer import Trainer, seed_everything
 log = logging.getLogger(__name__)
 
 __all__ = ["PipelinePaths", "run_download", "run_preprocess", "run_voxelize", "run_train", "run_evaluate",
-           "load_trained_model"]
+           "run_submit", "load_trained_model"]
 
 IN_CHANNELS = 3  # features are colours (rgb / 255 - 0.5), as in the paper
 EXTERNAL_SOURCE = "source.json"  # what data/raw holds when the raw data lives in the user's own folder
@@ -66,6 +67,10 @@ class PipelinePaths:
     @property
     def predictions(self) -> Path:
         return self.root / "predictions"
+
+    @property
+    def submission(self) -> Path:
+        return self.root / "submission"
 
 
 def _external_root(params: Params) -> Path | None:
@@ -281,3 +286,57 @@ def run_evaluate(params: Params, paths: PipelinePaths = PipelinePaths(), progres
             tracker.log_artifact(path)
     tracker.finish()
     return result.metrics
+
+
+def run_submit(params: Params, paths: PipelinePaths = PipelinePaths(), progress: bool = True) -> Mapping[str, Any]:
+    """The ScanNet benchmark submission of the test split (``scans_test``): every test mesh predicted with the
+    evaluation's voting, written as the benchmark's zip of ``<scene>.txt`` nyu40 ids and validated against the
+    official test list and each mesh's vertex count. Other dataset families have no such benchmark format; for them
+    the stage only records that (the folder is a DVC output either way)."""
+    from tqdm import tqdm
+
+    from minkseg.data.atomic import atomic_directory
+    from minkseg.data.ply import read_ply
+    from minkseg.data.scannet import scene_files
+    from minkseg.data.splits import split_entries, split_file
+    from minkseg.engine.predictor import Predictor
+    from minkseg.engine.runtime import configure_cpu_runtime
+    from minkseg.engine.submission import ARCHIVE, encode_scene, to_nyu40, validate_archive, write_archive
+
+    check_writable(paths.submission.parent)
+    spec = _dataset_spec(params)
+    if spec.family != "scannet":
+        with atomic_directory(paths.submission) as staging:
+            summary = {"dataset": spec.name, "applicable": False,
+                       "reason": "the ScanNet benchmark format applies to ScanNet-format datasets only"}
+            atomic_write_json(staging / "summary.json", summary)
+        return summary
+    root = raw_location(params, paths)
+    scenes = split_entries(spec, "test", root)
+    meshes = {scene: scene_files(root, scene, "test")[0] for scene in scenes}
+    missing = [scene for scene, mesh in meshes.items() if not mesh.is_file()]
+    if missing:
+        raise EngineError(f"{split_file(spec, 'test', root)} names {len(missing)} test scene(s) without a mesh under "
+                          f"{root} (e.g. {meshes[missing[0]]}); download the test scans (download-scannet.py "
+                          "--type _vh_clean_2.ply) or re-run the download stage")
+    configure_cpu_runtime(params.base.num_threads)
+    predictor = Predictor.from_model_file(paths.model, device=params.base.device,
+                                          voting_angles=params.evaluate.rotation_angles)
+    if predictor.class_names != list(spec.class_names):
+        raise EngineError(f"{paths.model}: its classes are not the 20 ScanNet benchmark classes; re-run the train "
+                          "stage on a ScanNet-format dataset (dvc repro)")
+    texts, counts = {}, {}
+    for scene in tqdm(scenes, desc="submit", unit="scene", disable=not progress):
+        vertex = read_ply(meshes[scene], required=("x", "y", "z", "red", "green", "blue"))
+        xyz = np.stack([vertex["x"], vertex["y"], vertex["z"]], axis=1)
+        rgb = np.stack([vertex["red"], vertex["green"], vertex["blue"]], axis=1)
+        texts[scene] = encode_scene(to_nyu40(predictor.predict(xyz, rgb, name=str(meshes[scene])).labels, scene))
+        counts[scene] = len(xyz)
+    with atomic_directory(paths.submission) as staging:
+        archive = write_archive(staging / ARCHIVE, texts)
+        lines = validate_archive(archive, counts, scenes)
+        summary = {"dataset": spec.name, "applicable": True, "archive": ARCHIVE, "scenes": len(lines),
+                   "vertices": int(sum(lines.values())), "validated": True,
+                   "rotation_angles": list(predictor.voting_angles)}
+        atomic_write_json(staging / "summary.json", summary)
+    return summary

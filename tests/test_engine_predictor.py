@@ -7,7 +7,9 @@ import torch
 import yaml
 
 from minkseg.data import read_ply
+from minkseg.data.ply import read_ply_file
 from minkseg.engine import EngineError
+from minkseg.engine.export import palette
 from minkseg.engine.predictor import PointPrediction, Predictor, voting_rotations
 from tests.robust_workspace import evaluator_predictions, shared_workspace
 
@@ -110,3 +112,18 @@ def test_model_file_without_prediction_keys_is_refused(workspace, tmp_path):
     with pytest.raises(EngineError, match=r"old.pt: the model file lacks voxel_size, clip_bound \(written by an "
                                           r"older MinkSeg\); re-run the train stage"):
         Predictor.from_model_file(tmp_path / "old.pt", device="cpu")
+
+
+def test_evaluate_exports_original_points_and_colours(workspace, tmp_path):
+    """predictions/<scene>.ply: every point at its original position with its own colours, not voxel centres."""
+    evaluator_predictions(workspace, tmp_path)
+    name, xyz, rgb = val_scene(workspace)
+    exported = read_ply_file(workspace / "predictions" / f"{name}.ply").vertex
+    assert len(exported) == len(xyz)
+    for axis, column in zip("xyz", xyz.T):
+        assert exported[axis].tobytes() == np.ascontiguousarray(column).tobytes()
+    np.testing.assert_array_equal(np.stack([exported[c] for c in ("red", "green", "blue")], 1), rgb)
+    np.testing.assert_array_equal(exported["prediction"], np.load(tmp_path / f"{name}.npy"))
+    classes = read_ply_file(workspace / "predictions" / f"{name}_labels.ply").vertex
+    assert classes["x"].tobytes() == exported["x"].tobytes()
+    np.testing.assert_array_equal(classes["red"], palette(20)[exported["prediction"], 0])

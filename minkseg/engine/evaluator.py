@@ -89,8 +89,10 @@ class Evaluator:
       does not cover, e.g. outside a clip box). This is what minkseg.data's evaluation datasets produce.
 
     Points no view covers are left out of the metrics (counted in ``num_points_unscored``) and get the ignore
-    label as prediction. For export, point positions come from ``points`` (``[N, >=3]``), the raw
-    ``coordinates``, or -- approximately, at voxel centres -- from the first view's ``transform``.
+    label as prediction. For export, point positions come from ``points`` (``[N, >=3]``, the original points),
+    the raw ``coordinates``, or -- approximately, at voxel centres -- from the first view's ``transform``; with
+    ``colors`` (``[N, 3]`` uint8) ``<name>.ply`` keeps the scan's colours and ``<name>_labels.ply`` shows the
+    predicted classes, else ``<name>.ply`` is coloured by class.
     """
 
     def __init__(
@@ -202,8 +204,9 @@ class Evaluator:
                  progress: bool = True) -> EvalResult:
         """Score all scenes (each rank takes every world_size-th one; the sums are all-reduced across ranks).
 
-        The first ``export_count`` scenes are written to ``export_dir`` as ``<name>.ply`` (prediction colours,
-        with label/prediction properties) and ``<name>.png`` (ground truth beside prediction). With
+        The first ``export_count`` scenes are written to ``export_dir`` as ``<name>.ply`` (label/prediction
+        properties; see the class docstring for colours and positions) and ``<name>.png`` (ground truth beside
+        prediction). With
         ``predictions_dir``, each scene's per-point predicted class ids go to ``<name>.npy``.
         """
         metrics = SegmentationMetrics(self.num_classes, self.ignore_label, with_ap=self.with_ap,
@@ -242,7 +245,13 @@ class Evaluator:
                     continue
                 directory = Path(export_dir)
                 keep = np.isfinite(xyz).all(axis=1)
-                exported.append(write_ply(directory / f"{name}.ply", xyz[keep], colorize(predictions[keep], colours),
+                classes = colorize(predictions[keep], colours)
+                original = scene.get("colors")
+                if original is not None:  # the scan's own colours; the class colours go to <name>_labels.ply
+                    exported.append(write_ply(directory / f"{name}_labels.ply", xyz[keep], classes,
+                                              labels=labels[keep], predictions=predictions[keep]))
+                    classes = np.asarray(original)[keep]
+                exported.append(write_ply(directory / f"{name}.ply", xyz[keep], classes,
                                           labels=labels[keep], predictions=predictions[keep]))
                 exported.append(render_scene_png(directory / f"{name}.png", xyz[keep], labels[keep],
                                                  predictions[keep], self.class_names, title=name,

@@ -254,6 +254,8 @@ class _VotingScenes:
                                     rotation_degrees=angle, rotation_axis=e.rotation_axis)
                         for angle in angles if angle != 0]
         self.include_base = bool(angles) and angles[0] == 0
+        self.preprocessed = paths.preprocessed
+        self.export_count = e.export_count
 
     def __len__(self) -> int:
         return len(self.base)
@@ -261,7 +263,14 @@ class _VotingScenes:
     def __getitem__(self, index: int) -> dict[str, Any]:
         base = self.base[index]
         views = ([base] if self.include_base else []) + [dataset[index] for dataset in self.rotated]
-        return {"name": base["name"], "labels": base["point_labels"], "views": views}
+        scene = {"name": base["name"], "labels": base["point_labels"], "views": views}
+        if index < self.export_count:  # exported scenes carry their original points and colours
+            from minkseg.data import load_scene
+
+            frames = [load_scene(self.preprocessed / source) for source in base["sources"]]
+            scene["points"] = np.concatenate([frame.coords for frame in frames])
+            scene["colors"] = np.concatenate([frame.colors for frame in frames])
+        return scene
 
 
 def run_evaluate(params: Params, paths: PipelinePaths = PipelinePaths(), progress: bool = True) -> Mapping:

@@ -170,3 +170,46 @@ def test_4d_window_of_each_frame():
     assert window_of(5, 10, 3, 2) == ([5, 7, 9], 0)
     assert window_of(6, 10, 3, 2) == ([2, 4, 6], 2)
     assert window_of(9, 10, 3, 2) == ([5, 7, 9], 2)
+
+
+def test_4d_model_predicts_every_frame_of_a_sequence_folder(tmp_path, capsys):
+    """A Synthia4D-format folder (frames in cm): one output per frame, each at its own original points."""
+    from minkseg.engine.modelfile import save_model_file
+    from minkseg.nn import build_model
+
+    torch.manual_seed(0)
+    names = [f"c{i}" for i in range(12)]
+    model = build_model("STRes16UNet14A", 3, 12, D=4)
+    save_model_file(tmp_path / "model4d.pt", model.state_dict(), {
+        "model": "STRes16UNet14A", "in_channels": 3, "num_classes": 12, "dimension": 4, "conv1_kernel_size": 3,
+        "bn_momentum": 0.02, "class_names": names, "dataset": "synthetic-synthia4d", "voxel_size": 0.5,
+        "clip_bound": [[-25.0, 25.0]] * 3, "rotation_angles": [0.0], "rotation_axis": "y", "temporal_numseq": 3,
+        "temporal_dilation": 2, "ignore_label": 255})
+    rng = np.random.default_rng(0)
+    sequence = tmp_path / "SYNTHIA-SEQS-01-DAWN"
+    (sequence / "point_clouds").mkdir(parents=True)
+    counts = []
+    for frame in range(6):
+        count = 300 + 10 * frame
+        counts.append(count)
+        (sequence / "point_clouds" / f"{frame:06d}.ply").write_bytes(encode_ply({
+            "x": rng.uniform(-1500, 1500, count).astype(np.float32), "y": rng.uniform(-200, 300, count).astype(
+                np.float32), "z": rng.uniform(-1500, 1500, count).astype(np.float32),
+            "r": rng.integers(0, 256, count).astype(np.uint8), "g": rng.integers(0, 256, count).astype(np.uint8),
+            "b": rng.integers(0, 256, count).astype(np.uint8)}))
+    capsys.readouterr()
+    code = main(["predict", str(sequence), "--model", str(tmp_path / "model4d.pt"), "--device", "cpu",
+                 "--no-progress", "-o", str(tmp_path / "out")])
+    assert code == 0, capsys.readouterr().err
+    for frame, count in enumerate(counts):
+        source = read_ply_file(sequence / "point_clouds" / f"{frame:06d}.ply").vertex
+        out = read_ply_file(tmp_path / "out" / sequence.name / f"{frame:06d}.ply").vertex
+        assert_same_points(source, out)
+        assert ((out["label"] >= 0) & (out["label"] < 12) | (out["label"] == 255)).all()
+    short = tmp_path / "SHORT"
+    (short / "point_clouds").mkdir(parents=True)
+    (short / "point_clouds" / "000000.ply").write_bytes((sequence / "point_clouds" / "000000.ply").read_bytes())
+    code = main(["predict", str(short), "--model", str(tmp_path / "model4d.pt"), "--device", "cpu",
+                 "--no-progress", "-o", str(tmp_path / "short_out")])
+    assert code == 2
+    assert "SHORT: 1 frames, but the model's window needs 5 (3 frames 2 apart)" in capsys.readouterr().err

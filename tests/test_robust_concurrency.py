@@ -90,7 +90,7 @@ def test_second_repro_is_refused_and_a_killed_repro_continues(tmp_path):
     resumed = run_dvc(root, "repro")  # the machine is back: continue
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     ran = {line.split("'")[1] for line in resumed.stdout.splitlines() if line.startswith("Running stage '")}
-    assert ran == {"train", "evaluate"}  # download, preprocess and voxelize had completed
+    assert ran == {"train", "evaluate", "submit"}  # download, preprocess and voxelize had completed
     assert "resuming from data/checkpoints/last.pt at iteration 2" in resumed.stdout + resumed.stderr
     summary = json.loads((root / "metrics" / "train.json").read_text())
     assert summary["iterations"] == 6 and summary["resumed_from"] == 2

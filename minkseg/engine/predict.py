@@ -60,11 +60,11 @@ def _colour_fields(vertex: np.ndarray) -> tuple[str, str, str] | None:
 
 
 def _colours_0_255(values: np.ndarray) -> np.ndarray:
-    """Colours as 0..255 floats: float colours in 0..1 (some exporters) are scaled, others clipped."""
-    values = np.asarray(values, dtype=np.float64)
-    if values.size and np.issubdtype(values.dtype, np.floating) and np.nanmax(values) <= 1.0:
-        values = values * 255.0
-    return np.clip(values, 0.0, 255.0)
+    """Colours as 0..255 floats: float colours in 0..1 (some exporters write those) are scaled, others clipped."""
+    values = np.asarray(values)
+    scale = 255.0 if (np.issubdtype(values.dtype, np.floating) and values.size
+                      and np.nanmax(values) <= 1.0) else 1.0
+    return np.clip(values.astype(np.float64) * scale, 0.0, 255.0)
 
 
 def read_cloud(path: Path, name: str | None = None) -> Cloud:
@@ -83,9 +83,7 @@ def read_cloud(path: Path, name: str | None = None) -> Cloud:
                             f"{list(vertex.dtype.names or ())}); export the file with x, y, z vertex properties")
         xyz = np.stack([vertex[axis] for axis in "xyz"], axis=1)
         fields = _colour_fields(vertex)
-        floats = fields is not None and np.issubdtype(vertex[fields[0]].dtype, np.floating)
-        rgb = None if fields is None else _colours_0_255(np.stack([vertex[f] for f in fields], axis=1)) \
-            if floats else np.stack([vertex[f] for f in fields], axis=1).astype(np.float64)
+        rgb = None if fields is None else _colours_0_255(np.stack([vertex[f] for f in fields], axis=1))
         return Cloud(name, path, xyz, rgb, dict(ply.elements), list(ply.comments))
     if suffix not in (".npy", ".txt"):
         raise DataError(f"{path}: not a point file (use .ply, .npy or .txt with xyz or xyzrgb rows)")

@@ -212,18 +212,24 @@ def run_dvc(root: Path, *args: str, timeout: float = 600) -> subprocess.Complete
     return subprocess.run([DVC, *args], cwd=root, env=dvc_env(), capture_output=True, text=True, timeout=timeout)
 
 
-def evaluator_predictions(root: Path, out_dir: Path) -> Path:
-    """Per-point predictions of the evaluate stage's code path (``<scene>.npy`` in ``out_dir``) for the workspace's
-    evaluation split: what `minkseg predict` must reproduce for the same scene."""
-    from minkseg.config import params_from_dict
-    from minkseg.engine import Evaluator, pipeline
+_EVALUATED: dict[Path, Path] = {}
 
-    import yaml
 
-    params = params_from_dict(yaml.safe_load((root / "params.yaml").read_text()))
-    paths = pipeline.PipelinePaths(root)
-    model, payload = pipeline.load_trained_model(paths.model)
-    evaluator = Evaluator.from_params(params, model, num_classes=int(payload["num_classes"]),
-                                      class_names=payload["class_names"], device="cpu")
-    evaluator.evaluate(pipeline._VotingScenes(params, paths), predictions_dir=out_dir, progress=False)
-    return out_dir
+def evaluator_predictions(root: Path, tmp_path_factory: Any) -> Path:
+    """Per-point predictions of the evaluate stage's code path (``<scene>.npy``) for the workspace's evaluation
+    split: what `minkseg predict` must reproduce for the same scene. Computed once per session and workspace."""
+    if root not in _EVALUATED:
+        from minkseg.config import params_from_dict
+        from minkseg.engine import Evaluator, pipeline
+
+        import yaml
+
+        params = params_from_dict(yaml.safe_load((root / "params.yaml").read_text()))
+        paths = pipeline.PipelinePaths(root)
+        model, payload = pipeline.load_trained_model(paths.model)
+        evaluator = Evaluator.from_params(params, model, num_classes=int(payload["num_classes"]),
+                                          class_names=payload["class_names"], device="cpu")
+        out_dir = tmp_path_factory.mktemp("evaluator-predictions")
+        evaluator.evaluate(pipeline._VotingScenes(params, paths), predictions_dir=out_dir, progress=False)
+        _EVALUATED[root] = out_dir
+    return _EVALUATED[root]

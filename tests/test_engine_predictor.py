@@ -37,8 +37,8 @@ def test_voting_order_puts_the_unrotated_view_first_once():
     assert voting_rotations([30, 60]) == [30.0, 60.0]
 
 
-def test_labels_equal_the_evaluators_for_the_same_scene(workspace, predictor, tmp_path):
-    evaluator_predictions(workspace, tmp_path)
+def test_labels_equal_the_evaluators_for_the_same_scene(workspace, predictor, tmp_path_factory):
+    expected = evaluator_predictions(workspace, tmp_path_factory)
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     assert len(predictor.voting_angles) == len(params["evaluate"]["rotation_angles"]) > 1  # really voting
     for index in range(2):
@@ -47,7 +47,7 @@ def test_labels_equal_the_evaluators_for_the_same_scene(workspace, predictor, tm
         assert isinstance(result, PointPrediction)
         assert result.labels.dtype == np.int64 and result.labels.shape == (len(xyz),)
         assert result.probabilities.dtype == np.float32 and result.probabilities.shape == (len(xyz), 20)
-        np.testing.assert_array_equal(result.labels, np.load(tmp_path / f"{name}.npy"))
+        np.testing.assert_array_equal(result.labels, np.load(expected / f"{name}.npy"))
         np.testing.assert_allclose(result.probabilities.sum(axis=1), 1.0, rtol=1e-5)
         np.testing.assert_array_equal(result.labels, result.probabilities.argmax(axis=1))
 
@@ -78,8 +78,9 @@ def test_oversized_scene_is_tiled_and_every_point_labelled(workspace):
     np.testing.assert_allclose(tiled.probabilities.sum(axis=1), 1.0, rtol=1e-5)
 
 
-def test_colourless_cloud_is_filled_with_grey_and_warned(predictor, workspace, caplog):
+def test_colourless_cloud_is_filled_with_grey_and_warned(workspace, caplog):
     _, xyz, _ = val_scene(workspace)
+    predictor = Predictor.from_model_file(workspace / "models" / "model.pt", device="cpu", voting_angles=[0])
     with caplog.at_level("WARNING"):
         result = predictor.predict(xyz, None, name="bare")
     assert "bare: no colours; filled with grey" in caplog.text
@@ -114,16 +115,16 @@ def test_model_file_without_prediction_keys_is_refused(workspace, tmp_path):
         Predictor.from_model_file(tmp_path / "old.pt", device="cpu")
 
 
-def test_evaluate_exports_original_points_and_colours(workspace, tmp_path):
+def test_evaluate_exports_original_points_and_colours(workspace, tmp_path_factory):
     """predictions/<scene>.ply: every point at its original position with its own colours, not voxel centres."""
-    evaluator_predictions(workspace, tmp_path)
+    expected = evaluator_predictions(workspace, tmp_path_factory)
     name, xyz, rgb = val_scene(workspace)
     exported = read_ply_file(workspace / "predictions" / f"{name}.ply").vertex
     assert len(exported) == len(xyz)
     for axis, column in zip("xyz", xyz.T):
         assert exported[axis].tobytes() == np.ascontiguousarray(column).tobytes()
     np.testing.assert_array_equal(np.stack([exported[c] for c in ("red", "green", "blue")], 1), rgb)
-    np.testing.assert_array_equal(exported["prediction"], np.load(tmp_path / f"{name}.npy"))
+    np.testing.assert_array_equal(exported["prediction"], np.load(expected / f"{name}.npy"))
     classes = read_ply_file(workspace / "predictions" / f"{name}_labels.ply").vertex
     assert classes["x"].tobytes() == exported["x"].tobytes()
     np.testing.assert_array_equal(classes["red"], palette(20)[exported["prediction"], 0])

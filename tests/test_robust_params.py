@@ -84,6 +84,6 @@ def test_error_raised_inside_a_dataloader_worker_still_prints_one_line(capsys):
     wrapped = DataError("Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most recent call "
                         "last):\n  File \"x.py\", line 1, in f\nminkseg.data.errors.DataError: scene0001_00.npz: "
                         "truncated file; delete data/preprocessed and re-run")
-    cli._report("train", cli._user_message(wrapped))
+    cli.report_error("train", cli._user_message(wrapped))
     err = capsys.readouterr().err
     assert err == "minkseg train: error: scene0001_00.npz: truncated file; delete data/preprocessed and re-run\n"

@@ -246,13 +246,13 @@ class Evaluator:
                 directory = Path(export_dir)
                 keep = np.isfinite(xyz).all(axis=1)
                 classes = colorize(predictions[keep], colours)
-                original = scene.get("colors")
-                if original is not None:  # the scan's own colours; the class colours go to <name>_labels.ply
+                original = scene.get("colors")  # the scan's own colours; the class colours then go to _labels.ply
+                exported.append(write_ply(directory / f"{name}.ply", xyz[keep],
+                                          classes if original is None else np.asarray(original)[keep],
+                                          labels=labels[keep], predictions=predictions[keep]))
+                if original is not None:
                     exported.append(write_ply(directory / f"{name}_labels.ply", xyz[keep], classes,
                                               labels=labels[keep], predictions=predictions[keep]))
-                    classes = np.asarray(original)[keep]
-                exported.append(write_ply(directory / f"{name}.ply", xyz[keep], classes,
-                                          labels=labels[keep], predictions=predictions[keep]))
                 exported.append(render_scene_png(directory / f"{name}.png", xyz[keep], labels[keep],
                                                  predictions[keep], self.class_names, title=name,
                                                  up_axis=_AXES[self.rotation_axis]))

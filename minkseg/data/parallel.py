@@ -66,9 +66,17 @@ def _born_ignoring_ctrl_c() -> Iterator[None]:
 
 
 def _stop(pool: cf.ProcessPoolExecutor) -> None:
-    """Cancel queued tasks and end running workers (they ignore SIGINT; SIGTERM ends them without output)."""
+    """Cancel queued tasks and end running workers (they ignore SIGINT; SIGTERM ends them without output), and
+    wait for them: the caller then removes its staging folder, which a live worker could still be writing into."""
+    # ProcessPoolExecutor has no public way to end busy workers before Python 3.14 (terminate_workers());
+    # its process table is read before shutdown() drops it.
+    processes = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
-    # ProcessPoolExecutor has no public way to end busy workers before Python 3.14 (terminate_workers()).
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
+    for process in processes:
         if process.is_alive():
             process.terminate()
+    for process in processes:
+        process.join(timeout=10)
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=10)

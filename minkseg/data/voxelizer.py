@@ -6,9 +6,9 @@ point removed by the clip box). Voxel labels follow MinkowskiEngine: a voxel who
 (``label_mode="ignore"``, the original), or, as an option, it takes the most frequent valid label
 (``label_mode="majority"``, ties -> smallest label). Both are vectorised (one sort, no Python loop over points).
 
-Order: clip around the scene's median point (or the camera, Synthia4D) (shifted by the translation augmentation), optional elastic warp, rotate
-(random order of the axes), scale by U(scale_bound) / voxel_size, floor, shift so the minimum is 0, quantise. The
-original warped before clipping; with no clip box (ScanNet) that is the same, and warping after the clip keeps the
+Order: clip around the scene's median point or the camera (shifted by the translation augmentation), optional
+elastic warp, rotate (random order of the axes), scale by U(scale_bound) / voxel_size, floor, shift so the minimum
+is 0, quantise. The original warped before clipping; with no clip box (ScanNet) that is the same, and warping after the clip keeps the
 noise grid bounded on large outdoor frames. ``transform`` describes the un-warped mapping.
 
 Why the median and not the bounding-box centre (the original's choice): one corrupt vertex a kilometre away moves

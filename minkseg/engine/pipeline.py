@@ -20,7 +20,7 @@ from minkseg.engine.checkpoints import load_torch, save_torch
 from minkseg.engine.errors import EngineError
 from minkseg.engine.evaluator import Evaluator, write_evaluation
 from minkseg.engine.runtime import current_governor
-from minkseg.engine.tracking import flatten_metrics, make_tracker
+from minkseg.engine.tracking import check_store, default_tracking_uri, flatten_metrics, make_tracker
 from minkseg.engine.trainer import Trainer, seed_everything
 
 log = logging.getLogger(__name__)
@@ -159,6 +159,7 @@ def run_train(params: Params, paths: PipelinePaths = PipelinePaths(), progress: 
     if dist.is_main:  # fail in the first second, not after days of training
         for directory in (paths.checkpoints, paths.model.parent, paths.metrics):
             check_writable(directory)
+        _check_tracking_store(params)
     spec = _dataset_spec(params)
     v, t = params.voxelize, params.train
     train_set = TrainDataset(paths.preprocessed, "train", voxel_size=v.voxel_size, clip_bound=_clip(v.clip_bound),
@@ -195,6 +196,12 @@ def run_train(params: Params, paths: PipelinePaths = PipelinePaths(), progress: 
             final.log_artifact(paths.model)
             final.finish()
     return summary
+
+
+def _check_tracking_store(params: Params) -> None:
+    """A broken MLflow store stops the stage before it works, not after (evaluate logs only at its end)."""
+    if params.mlflow.enabled:
+        check_store(params.mlflow.tracking_uri or default_tracking_uri())
 
 
 def save_trained_model(path: Path, state: Mapping[str, torch.Tensor], params: Params) -> Path:
@@ -267,6 +274,7 @@ def run_evaluate(params: Params, paths: PipelinePaths = PipelinePaths(), progres
     """Score the trained model on every point of the evaluation split; metrics JSON, plots, PLY and PNG exports."""
     for directory in (paths.predictions, paths.metrics):
         check_writable(directory)
+    _check_tracking_store(params)
     model, payload = load_trained_model(paths.model)
     _check_model_fits_dataset(paths.model, payload, params)
     evaluator = Evaluator.from_params(params, model, num_classes=int(payload["num_classes"]),

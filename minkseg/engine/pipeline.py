@@ -5,6 +5,7 @@ engine lives in one tested place. Paths are relative to the repository root (DVC
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -140,6 +141,13 @@ def _read_json(path: Path) -> Any:
         return None
 
 
+def _file_hash(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError:  # absent: the dataset reading it says so
+        return "-"
+
+
 def _records(paths: PipelinePaths, stages: tuple[str, ...]) -> dict[str, tuple[str, Any]]:
     """What made each output of ``stages`` that is on disk: stage -> (output, record or None). Outputs that are
     absent are left out (the stage reading them says how to make them)."""
@@ -215,8 +223,10 @@ def run_train(params: Params, paths: PipelinePaths = PipelinePaths(), progress: 
             check_writable(directory)
         _check_tracking_store(params)
     made_by = make_record("train", params, _checked_inputs(params, paths, "train"))
-    # What a checkpoint must match to be resumed: every param of the run (device and threads too) and its inputs.
-    resume_fingerprint = f"{params.fingerprint()}+{made_by['fingerprint']}"
+    # What a checkpoint must match to be resumed: every param of the run (device and threads too), its inputs'
+    # records, and their manifests (scenes, point and label counts: a re-made input under the same params).
+    resume_fingerprint = "+".join([params.fingerprint(), made_by["fingerprint"],
+                                   *(_file_hash(d / "manifest.json") for d in (paths.preprocessed, paths.voxelized))])
     spec = _dataset_spec(params)
     v, t = params.voxelize, params.train
     train_set = TrainDataset(paths.preprocessed, "train", voxel_size=v.voxel_size, clip_bound=_clip(v.clip_bound),

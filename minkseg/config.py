@@ -136,7 +136,7 @@ class VoxelizeParams(_Group):
 
     voxel_size: PositiveFloat  # metres
     # "dataset" (the dataset's own: Synthia4D +-18 m train / +-25 m test), null (none), or
-    # [[xmin, xmax], [ymin, ymax], [zmin, zmax]] around the scene centre, metres
+    # [[xmin, xmax], [ymin, ymax], [zmin, zmax]] around each scene's median point (Synthia4D: the camera), metres
     clip_bound: Literal["dataset"] | list[list[Float]] | None
     label_mode: Literal["ignore", "majority"]  # a voxel whose points disagree: ignore it (the original) or vote
     temporal_numseq: PositiveInt  # frames stacked into one 4D sample (Synthia4D)
@@ -375,8 +375,15 @@ def _model_problems(source: str, params: Params) -> list[str]:
         hint = f"did you mean {' or '.join(close)}?" if close else "e.g. Res16UNet14A, Res16UNet34C, MinkUNet34C"
         problems.append(f"{source}: train.model: unknown network {model!r}; {hint} (every name: python -c "
                         f"\"import minkseg.nn; print(minkseg.nn.list_models())\")")
+    spec = DATASET_SPECS[params.base.dataset]
+    low, high = spec.voxel_size_range
+    if not low <= params.voxelize.voxel_size <= high:
+        unit = {"m": "metres"}.get(spec.unit, spec.unit)
+        problems.append(f"{source}: voxelize.voxel_size: must be between {low:g} and {high:g} for "
+                        f"{spec.name}, whose coordinates are in {unit} (its usual size: {spec.voxel_size:g}) "
+                        f"(got {params.voxelize.voxel_size!r})")
     weights = params.train.class_weights
-    num_classes = DATASET_SPECS[params.base.dataset].num_classes
+    num_classes = spec.num_classes
     if isinstance(weights, list) and len(weights) != num_classes:
         problems.append(f"{source}: train.class_weights: has {len(weights)} values but {params.base.dataset} has "
                         f"{num_classes} classes; give one weight per class, or null")
@@ -398,6 +405,47 @@ def params_from_dict(data: Any, source: str = "params.yaml") -> Params:
     return params
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, path: str, line: int, first_line: int) -> None:
+        super().__init__(path)
+        self.path, self.line, self.first_line = path, line, first_line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys without a word; DVC refuses such a file, and so must every stage
+    run by hand -- otherwise ``lr`` twice silently trains with the second value."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        self.flatten_mapping(node)
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) or key is None:
+                if key in seen:
+                    raise _DuplicateKey(".".join(self._path_to(key_node) + [str(key)]), line, seen[key])
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+    def _path_to(self, key_node: yaml.Node) -> list[str]:
+        """Keys of the mappings enclosing ``key_node`` (found by position in the document), outermost first."""
+        path: list[str] = []
+        node = self._root
+        while isinstance(node, yaml.MappingNode):
+            for child_key, child_value in node.value:
+                if child_value.start_mark.index <= key_node.start_mark.index < child_value.end_mark.index:
+                    path.append(str(child_key.value))
+                    node = child_value
+                    break
+            else:
+                break
+        return path
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        self._root = node
+        return super().construct_document(node)
+
+
 def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
     """Read and validate a params file; every problem becomes one :class:`ConfigError` line per bad key."""
     source = Path(path)
@@ -410,7 +458,10 @@ def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{name}: cannot read it ({exc})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 -- a SafeLoader subclass
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{name}: line {exc.line}: {exc.path}: duplicate key (also on line {exc.first_line}); "
+                          "keep one of them") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""

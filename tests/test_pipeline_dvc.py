@@ -66,7 +66,8 @@ def _stages_run(output: str) -> set[str]:
 
 def test_repro_end_to_end_then_nothing_then_only_train_and_evaluate(repo: Path):
     first = _run(repo, "repro")
-    assert _stages_run(first.stdout) == {"download", "preprocess", "voxelize", "train", "evaluate", "submit"}
+    assert _stages_run(first.stdout) == {"check_params", "download", "preprocess", "voxelize", "train", "evaluate",
+                                         "submit"}
     metrics = json.loads((repo / "metrics" / "eval.json").read_text())
     for key in ("miou", "oa", "macc", "map", "per_class_iou", "per_class_acc", "confusion_matrix"):
         assert key in metrics, key
@@ -86,8 +87,35 @@ def test_repro_end_to_end_then_nothing_then_only_train_and_evaluate(repo: Path):
 
     _tiny_params(repo / "params.yaml", lr=0.05)
     changed = _run(repo, "repro")
-    assert _stages_run(changed.stdout) == {"train", "evaluate", "submit"}
+    assert _stages_run(changed.stdout) == {"check_params", "train", "evaluate", "submit"}  # the check re-runs nothing else
     assert json.loads((repo / "submission" / "summary.json").read_text())["validated"] is True
+
+
+def _outputs(repo: Path) -> dict[str, bytes]:
+    names = ["models/model.pt", "metrics/eval.json", "metrics/train.json", "metrics/train.csv", "metrics/val.csv",
+             "metrics/confusion.csv"]
+    return {name: (repo / name).read_bytes() for name in names}
+
+
+def test_bad_param_stops_repro_before_any_output_is_deleted(repo: Path):
+    """Issue 17, item 8: DVC deletes a stage's outputs before it runs it, so the train stage refusing a bad
+    train.lr came after models/model.pt and the curves were gone. The check_params stage runs first."""
+    if not (repo / "models" / "model.pt").exists():  # run alone: make the outputs first
+        _run(repo, "repro")
+    before = _outputs(repo)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    good, params["train"]["lr"] = params["train"]["lr"], -1
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    failed = _run(repo, "repro", check=False)
+    assert failed.returncode != 0
+    assert _stages_run(failed.stdout) == {"check_params"}
+    assert "minkseg check_params: error: params.yaml: train.lr: must be > 0 (got -1)" in failed.stderr
+    assert _outputs(repo) == before  # nothing deleted, nothing changed
+    params["train"]["lr"] = good  # back to the last good run's value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    fixed = _run(repo, "repro")
+    assert _stages_run(fixed.stdout) == {"check_params"}  # its file comes back byte for byte: nothing else re-runs
+    assert _outputs(repo) == before
 
 
 def test_killed_training_resumes_from_checkpoint(repo: Path):

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from minkseg.data.ply import read_ply, write_ply
 from tests.robust_workspace import (copy_workspace, edit_params, error_line, leftovers, refused, run_stage_here,
@@ -199,21 +201,56 @@ def test_nan_colours_are_dropped_with_a_count(root, capsys, monkeypatch, caplog)
     assert preprocessed(root, VAL_SCENE, "val").num_points == count - 2
 
 
-def test_far_away_outlier_point_is_refused_by_name_not_wrapped_around(root, capsys, monkeypatch):
-    """Found here: one finite but absurd coordinate (1e30, a corrupt vertex) used to wrap around in the int32
-    voxel grid silently; now the voxelize stage names the scene and the param that helps."""
+@pytest.mark.parametrize("far", [1e9, 1e30])
+def test_far_away_outlier_advice_names_a_clip_box_that_works(root, capsys, monkeypatch, far):
+    """Found here: one finite but absurd coordinate (a corrupt vertex) used to wrap around in the int32 voxel grid
+    silently; then (issue 17, item 1) the advice to set voxelize.clip_bound could not work, because the box was
+    centred on the bounding-box centre (5e8 m away). Now the box is centred on the median point, and the message
+    gives one that leaves the outlier out; following it voxelises every other point."""
     def edit(mesh, labels):
         for fields in (mesh, labels):
             fields["x"] = fields["x"].copy()
-            fields["x"][0] = 1e30
+            fields["x"][0] = far
         return mesh, labels
 
     rewrite(root, VAL_SCENE, edit)
     accepted(root, "preprocess", capsys, monkeypatch)
+    count = preprocessed(root, VAL_SCENE, "val").num_points
     line = refused(root, "voxelize", capsys, monkeypatch)
-    assert line.startswith(f"minkseg voxelize: error: voxelize failed for 1 sample(s) of split 'val'; first: "
-                           f"{VAL_SCENE}: the points span 1e+31 voxels, more than int32 voxel coordinates hold")
-    assert line.endswith("set voxelize.clip_bound or clean the scan")
+    prefix = (f"minkseg voxelize: error: voxelize failed for 1 sample(s) of split 'val'; first: {VAL_SCENE}: 1 of "
+              f"{count} points lie far outside the rest of the scene (up to {far:.3g} m from its median point), so "
+              "the points span ")
+    assert line.startswith(prefix), line
+    advice = re.fullmatch(r".* voxels, more than int32 voxel coordinates hold; set voxelize.clip_bound: "
+                          r"(\[\[.*\]\]) \(metres around each scene's median point\) to leave them out, or remove "
+                          r"them from the scan", line[len(prefix):])
+    assert advice, line
+
+    edit_params(root, voxelize__clip_bound=yaml.safe_load(advice.group(1)))  # do exactly what it says
+    accepted(root, "voxelize", capsys, monkeypatch)
+    manifest = json.loads((root / "data" / "voxelized" / "manifest.json").read_text())
+    record = next(r for r in manifest["splits"]["val"] if r["name"] == VAL_SCENE)
+    with np.load(root / "data" / "voxelized" / record["file"]) as sample:
+        assert sample["inverse"][0] == -1 and (sample["inverse"][1:] >= 0).all()  # only the outlier is left out
+
+
+def test_voxel_size_too_small_for_the_scene_is_named_not_outliers(root, capsys, monkeypatch):
+    """Issue 17, item 2: a voxel grid too large for int32 because of the voxel size (here a scene 6,000 km wide
+    at the smallest size the params check lets through) names voxelize.voxel_size, not outlier points."""
+    def edit(mesh, labels):
+        for fields in (mesh, labels):
+            for axis in "xyz":
+                fields[axis] = fields[axis] * 1e6
+        return mesh, labels
+
+    rewrite(root, VAL_SCENE, edit)
+    edit_params(root, voxelize__voxel_size=0.001)
+    accepted(root, "preprocess", capsys, monkeypatch)
+    line = refused(root, "voxelize", capsys, monkeypatch)
+    assert re.fullmatch(f"minkseg voxelize: error: voxelize failed for 1 sample\\(s\\) of split 'val'; first: "
+                        f"{VAL_SCENE}: voxelize.voxel_size 0.001 is too small for this scene: its [0-9.e+]+ m extent "
+                        "needs [0-9.e+]+ voxels per axis, more than int32 voxel coordinates hold; raise "
+                        "voxelize.voxel_size \\(metres, e.g. 0.02 to 0.2\\)", line), line
 
 
 # -- case 4: empty, one-point and oversized scenes ----------------------------------------------------------

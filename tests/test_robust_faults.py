@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.robust_workspace import (REPO, child_env, copy_workspace, error_line, leftovers, refused,
+from tests.robust_workspace import (REPO, child_env, copy_workspace, edit_params, error_line, leftovers, refused,
                                     run_stage_process, shared_workspace, snapshot)
 
 KILL_HOOK = REPO / "tests" / "robust_killhook"
@@ -99,6 +99,23 @@ def test_preprocessing_killed_mid_way_keeps_the_previous_output_and_reruns(root)
     manifest = "data/preprocessed/manifest.json"
     assert snapshot(root, "data/preprocessed")[manifest] == before[manifest]
     assert snapshot(root, "data/raw") == raw
+
+
+def test_ctrl_c_while_preprocess_workers_start_prints_only_the_one_line(root, tmp_path):
+    """Issue 17, item 3: Ctrl-C reaches every process of the terminal's group; the workers used to print two
+    KeyboardInterrupt tracebacks (one each, while still starting) before the stage's one line."""
+    edit_params(root, preprocess__num_workers=2)
+    before, raw = snapshot(root, "data/preprocessed"), snapshot(root, "data/raw")
+    env = child_env()
+    env["PYTHONPATH"] = f"{KILL_HOOK}{os.pathsep}{env['PYTHONPATH']}"
+    env["MINKSEG_TEST_CTRL_C_AT_WORKER_START"] = str(tmp_path / "ctrl-c-sent")
+    # its own process group: the hook's Ctrl-C must reach the stage and its workers, never pytest
+    result = run_stage_process(root, "preprocess", env=env, start_new_session=True)
+    assert (tmp_path / "ctrl-c-sent").exists(), "no worker was started"
+    assert result.returncode == 130, result.stderr
+    assert result.stderr.splitlines() == ["minkseg preprocess: interrupted; re-run `dvc repro` to continue"]
+    assert snapshot(root, "data/preprocessed") == before and snapshot(root, "data/raw") == raw
+    assert leftovers(root) == []
 
 
 def test_evaluation_killed_while_writing_metrics_keeps_the_old_file_and_reruns(root):

@@ -20,6 +20,13 @@ from tests.robust_workspace import (copy_workspace, error_line, leftovers, run_s
     ({"train__model": "PointNet"}, "bad.yaml: train.model: unknown network 'PointNet'; e.g. Res16UNet14A"),
     ({"voxelize__voxel_size": 0}, "bad.yaml: voxelize.voxel_size: must be > 0 (got 0)"),
     ({"voxelize__voxel_size": -0.02}, "bad.yaml: voxelize.voxel_size: must be > 0 (got -0.02)"),
+    ({"voxelize__voxel_size": 1e-9}, "bad.yaml: voxelize.voxel_size: must be between 0.001 and 10 for "
+                                     "synthetic-scannet, whose coordinates are in metres (its usual size: 0.05) "
+                                     "(got 1e-09)"),
+    ({"voxelize__voxel_size": 6}, None),  # 6 m voxels: coarse, but not a unit mix-up
+    ({"voxelize__voxel_size": 60}, "bad.yaml: voxelize.voxel_size: must be between 0.001 and 10 for "
+                                   "synthetic-scannet, whose coordinates are in metres (its usual size: 0.05) "
+                                   "(got 60"),
     ({"train__batch_size": 0}, "bad.yaml: train.batch_size: must be > 0 (got 0)"),
     ({"train__lr": "0.1x"}, "bad.yaml: train.lr: must be a number (got '0.1x')"),
     ({"train__iterations": "many"}, "bad.yaml: train.iterations: must be a whole number (got 'many')"),
@@ -31,6 +38,10 @@ from tests.robust_workspace import (copy_workspace, error_line, leftovers, run_s
 ])
 def test_bad_params_stop_the_first_stage_before_it_writes(tmp_path, capsys, monkeypatch, edit, message):
     write_params(tmp_path, tiny_params(**edit), "bad.yaml")
+    if message is None:  # accepted: the params check alone (DVC's first stage) passes
+        code, stderr = run_stage_here(tmp_path, "check_params", capsys, monkeypatch, "--params", "bad.yaml")
+        assert code == 0, stderr
+        return
     code, stderr = run_stage_here(tmp_path, "download", capsys, monkeypatch, "--params", "bad.yaml")
     assert code == 2
     assert error_line(stderr, "download").startswith(f"minkseg download: error: {message}"), stderr
@@ -48,6 +59,26 @@ def test_every_stage_refuses_bad_params_and_keeps_its_outputs(tmp_path_factory, 
         lines = [line for line in stderr.splitlines() if line.startswith(f"minkseg {stage}: error: ")]
         assert sorted(lines) == sorted([f"minkseg {stage}: error: bad.yaml: voxelize.voxel_size: must be > 0 (got -1)",
                                         f"minkseg {stage}: error: bad.yaml: train.batch_size: must be > 0 (got 0)"])
+    assert snapshot(root) == before and leftovers(root) == []
+
+
+@pytest.mark.parametrize("stage", ["check_params", "download", "preprocess", "voxelize", "train", "evaluate"])
+def test_duplicate_key_is_refused_by_every_stage_with_its_path(tmp_path_factory, tmp_path, capsys, monkeypatch,
+                                                              stage):
+    """Issue 17, item 5: PyYAML keeps the last of two equal keys, so a stage run by hand trained with the second
+    `lr` silently (`dvc repro` refuses the file). Every stage now refuses it, naming both lines."""
+    root = copy_workspace(shared_workspace(tmp_path_factory), tmp_path / "ws")
+    text = (root / "params.yaml").read_text()
+    assert "\ntrain:\n  model:" in text
+    (root / "params.yaml").write_text(text.replace("\ntrain:\n", "\ntrain:\n  lr: 0.5\n", 1))
+    lines = (root / "params.yaml").read_text().splitlines()
+    first = lines.index("  lr: 0.5") + 1
+    second = next(i for i, line in enumerate(lines, 1) if i > first and line.startswith("  lr: "))
+    before = snapshot(root)
+    code, stderr = run_stage_here(root, stage, capsys, monkeypatch)
+    assert code == 2
+    assert error_line(stderr, stage) == (f"minkseg {stage}: error: params.yaml: line {second}: train.lr: duplicate "
+                                         f"key (also on line {first}); keep one of them")
     assert snapshot(root) == before and leftovers(root) == []
 
 

@@ -99,6 +99,18 @@ def test_global_pooling_modes_on_tensors_and_fields(mode, reduce):
         ME.MinkowskiGlobalPooling(ME.PoolingMode.LOCAL_MAX_POOLING)
 
 
+@pytest.mark.parametrize("layer", ["MinkowskiGlobalPooling", "MinkowskiGlobalSumPooling", "MinkowskiGlobalAvgPooling",
+                                   "MinkowskiGlobalMaxPooling"])
+def test_global_pooling_gives_one_row_per_present_batch_index(layer):
+    """Issue 17, item 7: batch indices {0, 2} gave an extra all-zero row for the absent batch 1; ME gives one row
+    per batch index present."""
+    x = ME.SparseTensor(torch.tensor([[1.0], [2.0], [4.0]]), torch.IntTensor([[0, 0, 0], [2, 1, 1], [2, 0, 1]]))
+    out = getattr(ME, layer)()(x)
+    assert out.C.tolist() == [[0, 0, 0], [2, 0, 0]] and out.F.shape == (2, 1)
+    expected = {"MinkowskiGlobalSumPooling": [1.0, 6.0], "MinkowskiGlobalMaxPooling": [1.0, 4.0]}  # others: mean
+    assert out.F[:, 0].tolist() == expected.get(layer, [1.0, 3.0])
+
+
 def test_local_pooling_on_explicit_coordinates():
     x = ME.SparseTensor(torch.FloatTensor([[1], [2], [4]]), torch.IntTensor([[0, 0], [0, 1], [0, 3]]))
     out = ME.MinkowskiSumPooling(kernel_size=3, dimension=1)(x, torch.IntTensor([[0, 2], [0, 0]]))

@@ -22,7 +22,7 @@ key               dtype / shape    meaning
 ================  ===============  =================================================================================
 
 ``manifest.json`` next to the split folders: ``{"format_version", "dataset", "class_names", "ignore_label",
-"dimension", "voxel_size", "splits": {split: [{"name", "file", "num_points", "num_voxels"}, ...]}}``.
+"dimension", "voxel_size", "splits": {split: [{"name", "file", "num_points", "num_voxels"}, ...]}, ["made_by"]}``.
 """
 
 from __future__ import annotations

@@ -21,14 +21,14 @@ import os
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 from urllib.parse import urlparse
 
 from minkseg.data.atomic import atomic_directory, atomic_write_json
 from minkseg.data.download import download, record_file, sidecar_path, verify_file
 from minkseg.data.errors import DataError
 from minkseg.data.extract import CorruptArchiveError, safe_extract
-from minkseg.data.preprocess import check_raw
+from minkseg.data.preprocess import MADE_BY_FILE, check_raw
 from minkseg.data.registry import get_spec
 from minkseg.data.synthetic_scannet import SyntheticScanNetConfig, generate_synthetic_scannet
 from minkseg.data.synthetic_synthia4d import SyntheticSynthiaConfig, write_synthetic_synthia_tar
@@ -128,7 +128,7 @@ def prepare_synthia4d(raw_dir: Path, urls: Sequence[str], splits: Sequence[str],
 
 
 def prepare_synthetic_synthia4d(raw_dir: Path, config: SyntheticSynthiaConfig, workers: int,
-                                progress: bool) -> RawReport:
+                                progress: bool, made_by: Mapping[str, Any] | None = None) -> RawReport:
     """Generate the archive, then treat it exactly like a downloaded one (record, verify, safe extraction).
     The raw folder is built aside and swapped in whole, so a re-run never mixes two generations."""
     spec = get_spec("synthetic-synthia4d")
@@ -139,7 +139,14 @@ def prepare_synthetic_synthia4d(raw_dir: Path, config: SyntheticSynthiaConfig, w
         record = verify_file(archive)
         extract_archive(archive, staging, record["sha256"])
         check_raw(spec, staging, SPLITS)
+        _write_made_by(staging, made_by)
     return RawReport(spec.name, str(raw_dir), check_raw(spec, raw_dir, SPLITS), [record])
+
+
+def _write_made_by(staging: Path, made_by: Mapping[str, Any] | None) -> None:
+    """The record of what made generated data goes into the staging folder: it is swapped in with the data."""
+    if made_by is not None:
+        atomic_write_json(staging / MADE_BY_FILE, dict(made_by))
 
 
 def _generator_config(cls: type, dataset: str, seed: int, options: dict[str, Any]) -> Any:
@@ -155,12 +162,15 @@ def _generator_config(cls: type, dataset: str, seed: int, options: dict[str, Any
 
 def prepare_raw(dataset: str, raw_dir: str | os.PathLike, *, urls: Sequence[str] = (),
                 synthetic: dict[str, Any] | None = None, seed: int = 0, splits: Sequence[str] = SPLITS,
-                workers: int = 1, retries: int = 5, progress: bool = True) -> RawReport:
+                workers: int = 1, retries: int = 5, progress: bool = True,
+                made_by: Mapping[str, Any] | None = None) -> RawReport:
     """Make ``dataset``'s raw data available in ``raw_dir`` (see module docstring); returns a report.
 
     ``synthetic`` sizes the generated datasets (keys of :class:`SyntheticScanNetConfig` /
     :class:`SyntheticSynthiaConfig`, e.g. ``num_train``, ``num_val``, ``points_per_scene``); ``seed`` makes
-    them reproducible. For ``scannet`` and ``synthia4d``, ``raw_dir`` is the user's dataset folder.
+    them reproducible. For ``scannet`` and ``synthia4d``, ``raw_dir`` is the user's dataset folder. ``made_by``
+    (what made generated data: params) is written next to it as ``made_by.json``; for the user's own folders,
+    which this function only reads or fills, the caller records it.
     """
     spec = get_spec(dataset)
     raw_dir = Path(raw_dir)
@@ -173,6 +183,7 @@ def prepare_raw(dataset: str, raw_dir: str | os.PathLike, *, urls: Sequence[str]
         config = _generator_config(SyntheticScanNetConfig, dataset, seed, options)
         with atomic_directory(raw_dir) as staging:
             generate_synthetic_scannet(staging, config, workers=workers, progress=progress)
+            _write_made_by(staging, made_by)
         return RawReport(dataset, str(raw_dir), check_raw(spec, raw_dir, SPLITS))
     config = _generator_config(SyntheticSynthiaConfig, dataset, seed, options)
-    return prepare_synthetic_synthia4d(raw_dir, config, workers, progress)
+    return prepare_synthetic_synthia4d(raw_dir, config, workers, progress, made_by)

@@ -10,7 +10,7 @@ Output layout (the whole directory is swapped in atomically, so a failed run lea
 
 ``manifest.json``: ``{"format_version", "dataset", "class_names", "ignore_label", "dimension", "unit",
 "splits": {split: [{"name", "file", "num_points", ["sequence", "frame", "world_frame"]}, ...]},
-"label_counts": {split: [points per class]}, "skipped": {split: [entries without any point]}}``.
+"label_counts": {split: [points per class]}, "skipped": {split: [entries without any point]}, ["made_by"]}``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import logging
 import os
 import traceback
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -36,6 +36,9 @@ from minkseg.errors import MinkSegError
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
+# What made an output (params and inputs; minkseg.engine.lineage): a manifest's key, or a file in the raw folder.
+MADE_BY = "made_by"
+MADE_BY_FILE = "made_by.json"
 
 
 def scene_filename(name: str) -> str:
@@ -97,8 +100,11 @@ def _process_one(task: tuple[str, str, str, str, str]) -> tuple[str, dict[str, A
 
 
 def preprocess(dataset: str, raw_dir: str | os.PathLike, out_dir: str | os.PathLike,
-               splits: Sequence[str] = ("train", "val"), workers: int = 1, progress: bool = True) -> dict:
+               splits: Sequence[str] = ("train", "val"), workers: int = 1, progress: bool = True,
+               made_by: Mapping[str, Any] | None = None) -> dict:
     """Convert every scene of ``splits`` to the compact format; returns the manifest written to ``out_dir``.
+
+    ``made_by`` (what made the output: params and inputs) is stored in the manifest as is.
 
     Scenes are processed in ``workers`` processes with a progress bar. If any scene fails, the stage fails with
     the names of the failing scenes and ``out_dir`` keeps its previous content.
@@ -129,6 +135,8 @@ def preprocess(dataset: str, raw_dir: str | os.PathLike, out_dir: str | os.PathL
             "ignore_label": spec.ignore_label, "dimension": spec.dimension, "unit": spec.unit,
             "splits": {}, "label_counts": {}, "skipped": {},
         }
+        if made_by is not None:
+            manifest[MADE_BY] = dict(made_by)
         for split in splits:
             entries = split_entries(spec, split, raw_dir)
             # A scene without points (empty, or only NaN/inf points) is left out rather than refused: the official

@@ -38,6 +38,11 @@ SYNTHETIC_SYNTHIA_CLASSES = tuple(SYNTHIA_CLASS_NAMES.index(n) for n in (
 
 Bound = tuple[float, float]
 
+# Voxel sizes that can be right for coordinates in a unit: below 1 mm a voxel is finer than any scanner's noise
+# (and a 10 m room needs ten thousand voxels per axis); above 10 m a voxel swallows whole cars. A size outside is
+# a unit mix-up (1e-9, or centimetres typed for metres), refused by the params check with the key path.
+VOXEL_SIZE_RANGE = {"m": (0.001, 10.0)}
+
 
 @dataclass(frozen=True)
 class DatasetSpec:
@@ -65,6 +70,11 @@ class DatasetSpec:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def voxel_size_range(self) -> Bound:
+        """The voxel sizes (in ``unit``) that can be right for this dataset."""
+        return VOXEL_SIZE_RANGE[self.unit]
 
     @property
     def is_temporal(self) -> bool:

@@ -11,14 +11,14 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from minkseg.data.atomic import atomic_directory, atomic_write_json
 from minkseg.data.datasets import SPEC_DEFAULT, EvalDataset
 from minkseg.data.errors import DataError
 from minkseg.data.evalfile import FORMAT_VERSION, MANIFEST, save_voxelized_sample
 from minkseg.data.parallel import run_parallel
-from minkseg.data.preprocess import scene_filename
+from minkseg.data.preprocess import MADE_BY, scene_filename
 
 
 def _freeze(value: Any) -> Any:
@@ -49,8 +49,10 @@ def _voxelize_one(task: tuple[str, str, tuple, int, str]) -> tuple[dict | None, 
 def voxelize_split(preprocessed_dir: str | os.PathLike, out_dir: str | os.PathLike,
                    splits: str | Sequence[str] = ("val",), *, voxel_size: float | None = None,
                    clip_bound: Any = SPEC_DEFAULT, label_mode: str = "ignore", temporal_numseq: int = 3,
-                   temporal_dilation: int = 30, workers: int = 1, progress: bool = True) -> dict:
-    """Write one evaluation file per sample of ``splits`` plus ``manifest.json`` into ``out_dir``; returns it."""
+                   temporal_dilation: int = 30, workers: int = 1, progress: bool = True,
+                   made_by: Mapping[str, Any] | None = None) -> dict:
+    """Write one evaluation file per sample of ``splits`` plus ``manifest.json`` into ``out_dir``; returns it.
+    ``made_by`` (what made the output: params and inputs) is stored in the manifest as is."""
     splits = [splits] if isinstance(splits, str) else list(splits)
     options = tuple(sorted({"voxel_size": voxel_size, "clip_bound": _freeze(clip_bound), "label_mode": label_mode,
                             "temporal_numseq": temporal_numseq, "temporal_dilation": temporal_dilation}.items()))
@@ -63,6 +65,8 @@ def voxelize_split(preprocessed_dir: str | os.PathLike, out_dir: str | os.PathLi
         "ignore_label": first.spec.ignore_label, "dimension": first.dimension, "voxel_size": first.voxel_size,
         "label_mode": label_mode, "splits": {},
     }
+    if made_by is not None:
+        manifest[MADE_BY] = dict(made_by)
     with atomic_directory(out_dir) as staging:
         for split in splits:
             (staging / split).mkdir()

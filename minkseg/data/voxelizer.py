@@ -6,10 +6,15 @@ point removed by the clip box). Voxel labels follow MinkowskiEngine: a voxel who
 (``label_mode="ignore"``, the original), or, as an option, it takes the most frequent valid label
 (``label_mode="majority"``, ties -> smallest label). Both are vectorised (one sort, no Python loop over points).
 
-Order: clip around the scene/camera centre (shifted by the translation augmentation), optional elastic warp, rotate
-(random order of the axes), scale by U(scale_bound) / voxel_size, floor, shift so the minimum is 0, quantise. The
-original warped before clipping; with no clip box (ScanNet) that is the same, and warping after the clip keeps the
+Order: clip around the scene's median point or the camera (shifted by the translation augmentation), optional
+elastic warp, rotate (random order of the axes), scale by U(scale_bound) / voxel_size, floor, shift so the minimum
+is 0, quantise. The original warped before clipping; with no clip box (ScanNet) that is the same, and warping after the clip keeps the
 noise grid bounded on large outdoor frames. ``transform`` describes the un-warped mapping.
+
+Why the median and not the bounding-box centre (the original's choice): one corrupt vertex a kilometre away moves
+the bounding-box centre half a kilometre, so a clip box around it holds no point of the scene and the advice "set
+voxelize.clip_bound" could not work; the median stays inside the scene. Datasets clipped by default (Synthia4D)
+clip around the camera, and ScanNet is not clipped by default, so the default runs are unaffected.
 """
 
 from __future__ import annotations
@@ -52,6 +57,15 @@ def majority_labels(labels: np.ndarray, inverse: np.ndarray, num_voxels: int, ig
     first[1:] = voxel[1:] != voxel[:-1]
     out[voxel[first]] = label[first]
     return out
+
+
+def far_outliers(xyz: np.ndarray, tail: float = 0.01) -> np.ndarray:
+    """Points far outside the bulk of a scene: beyond, on some axis, the range holding all but the outer ``tail``
+    of the points on each side, widened by that range's own length (a room's points all lie well inside)."""
+    low = np.quantile(xyz, tail, axis=0, method="higher")
+    high = np.quantile(xyz, 1 - tail, axis=0, method="lower")
+    reach = high - low
+    return np.any((xyz < low - reach) | (xyz > high + reach), axis=1)
 
 
 @dataclass
@@ -108,13 +122,33 @@ class Voxelizer:
         return np.array([rng.uniform(*b) for b in self.translation_ratio_bound])
 
     def clip_mask(self, xyz: np.ndarray, center: np.ndarray | None, ratio: np.ndarray) -> np.ndarray:
-        """Points inside the clip box around ``center`` (default: bounding-box centre), shifted by ``ratio``."""
+        """Points inside the clip box around ``center`` (default: the median point), shifted by ``ratio``."""
         if self.clip_bound is None or len(xyz) == 0:
             return np.ones(len(xyz), dtype=bool)
         lo, hi = xyz.min(0), xyz.max(0)
-        c = (lo + hi) / 2 if center is None else np.asarray(center, dtype=np.float64).copy()
+        c = np.median(xyz, axis=0) if center is None else np.asarray(center, dtype=np.float64).copy()
         c = c + ratio * (hi - lo)
         return np.all((xyz >= self.clip_bound[:, 0] + c) & (xyz < self.clip_bound[:, 1] + c), axis=1)
+
+    def _overflow_error(self, xyz: np.ndarray, span: float) -> DataError:
+        """Why the voxel grid does not fit int32, blaming what the user can change: a few far-away points (with
+        the clip box that leaves them out) or a voxel size too small for the scene."""
+        far = far_outliers(xyz)
+        kept = xyz[~far]
+        extent = float((kept.max(0) - kept.min(0)).max())
+        int32_max = np.iinfo(np.int32).max
+        if not far.any() or extent / self.voxel_size > int32_max:
+            return DataError(f"voxelize.voxel_size {self.voxel_size:g} is too small for this scene: its {extent:.3g} "
+                             f"m extent needs {extent / self.voxel_size:.3g} voxels per axis, more than int32 voxel "
+                             "coordinates hold; raise voxelize.voxel_size (metres, e.g. 0.02 to 0.2)")
+        median = np.median(xyz, axis=0)
+        half = np.maximum(np.abs(kept.min(0) - median), np.abs(kept.max(0) - median))
+        box = ", ".join(f"[-{h}, {h}]" for h in (np.ceil(half).astype(int) + 1))
+        distance = float(np.abs(xyz[far] - median).max())
+        return DataError(f"{int(far.sum())} of {len(xyz)} points lie far outside the rest of the scene (up to "
+                         f"{distance:.3g} m from its median point), so the points span {span:.3g} voxels, more than "
+                         f"int32 voxel coordinates hold; set voxelize.clip_bound: [{box}] (metres around each "
+                         "scene's median point) to leave them out, or remove them from the scan")
 
     # -- quantisation --------------------------------------------------------------------------------------------
     def _quantize(self, grid: np.ndarray, feats: np.ndarray, labels: np.ndarray
@@ -170,8 +204,7 @@ class Voxelizer:
             shift[:3] = grid[:, :3].min(0)
         grid = grid - shift
         if len(grid) and grid.max() > np.iinfo(np.int32).max:  # would wrap around silently in the int32 cast
-            raise DataError(f"the points span {grid.max():.3g} voxels, more than int32 voxel coordinates hold "
-                            "(far-away outlier points in the scan?); set voxelize.clip_bound or clean the scan")
+            raise self._overflow_error(xyz, float(grid.max()))
         grid = grid.astype(np.int32)
         coords, vfeats, vlabels, index, inv_kept = self._quantize(grid, np.concatenate(feats), np.concatenate(labels))
         kept = np.concatenate(kept_ids)

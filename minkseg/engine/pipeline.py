@@ -5,6 +5,8 @@ engine lives in one tested place. Paths are relative to the repository root (DVC
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -14,21 +16,22 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from minkseg.atomic import atomic_write_json, check_writable
+from minkseg.atomic import atomic_write_json, atomic_write_text, check_writable
 from minkseg.config import Params
 from minkseg.engine import distributed
 from minkseg.engine.errors import EngineError
 from minkseg.engine.evaluator import Evaluator, write_evaluation
+from minkseg.engine.lineage import RAW_RECORD, RECORD_KEY, check_chain, make_record
 from minkseg.engine.modelfile import load_model_file, save_model_file
 from minkseg.engine.predictor import voting_rotations
 from minkseg.engine.runtime import current_governor
-from minkseg.engine.tracking import flatten_metrics, make_tracker
+from minkseg.engine.tracking import check_store, default_tracking_uri, flatten_metrics, make_tracker
 from minkseg.engine.trainer import Trainer, seed_everything
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PipelinePaths", "run_download", "run_preprocess", "run_voxelize", "run_train", "run_evaluate",
-           "run_submit", "load_trained_model"]
+__all__ = ["PipelinePaths", "run_check_params", "run_download", "run_preprocess", "run_voxelize", "run_train",
+           "run_evaluate", "run_submit", "load_trained_model"]
 
 IN_CHANNELS = 3  # features are colours (rgb / 255 - 0.5), as in the paper
 EXTERNAL_SOURCE = "source.json"  # what data/raw holds when the raw data lives in the user's own folder
@@ -39,6 +42,10 @@ class PipelinePaths:
     """Where each stage writes; the same names appear in dvc.yaml."""
 
     root: Path = Path(".")
+
+    @property
+    def params_checked(self) -> Path:
+        return self.root / "data" / "params-checked.txt"
 
     @property
     def raw(self) -> Path:
@@ -87,6 +94,20 @@ def raw_location(params: Params, paths: PipelinePaths) -> Path:
     return _external_root(params) or paths.raw
 
 
+PARAMS_CHECKED = "every params group passed minkseg/config.py's checks\n"  # the same bytes every time
+
+
+def run_check_params(params: Params, paths: PipelinePaths = PipelinePaths(), progress: bool = True) -> None:
+    """The first stage of dvc.yaml: the params were validated on loading (a bad value stopped the run there).
+
+    Why a stage of its own: ``dvc repro`` deletes a stage's outputs before running it, so a bad train param found
+    by the train stage itself came after models/model.pt was gone. Every other stage depends on this stage's
+    file, so DVC runs it first and a bad param stops the run before any output is deleted. The file's content
+    never changes, so a re-run of this check re-runs nothing else."""
+    paths.params_checked.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(paths.params_checked, PARAMS_CHECKED)
+
+
 def run_download(params: Params, paths: PipelinePaths = PipelinePaths(), progress: bool = True) -> Mapping[str, Any]:
     """Make the raw data available: generate the synthetic datasets, download + extract Synthia4D, or check a
     local ScanNet copy. For external folders data/raw records what was found, so later stages see a change."""
@@ -97,13 +118,16 @@ def run_download(params: Params, paths: PipelinePaths = PipelinePaths(), progres
     check_writable(paths.raw.parent)  # a read-only dataset folder of the user's is fine: it is only read
     synthetic = params.download.synthetic.model_dump()
     # Only the splits that will be preprocessed must be present in a user's copy (ScanNet's test scans are optional).
+    made_by = make_record("download", params, {})
     report = prepare_raw(dataset, external or paths.raw, urls=params.download.synthia_urls, synthetic=synthetic,
                          seed=params.base.seed, splits=tuple(params.preprocess.splits),
-                         workers=params.preprocess.num_workers, progress=progress)
+                         workers=params.preprocess.num_workers, progress=progress,
+                         made_by=None if external is not None else made_by)
     summary = {"dataset": dataset, "location": str(external or paths.raw), **_report_fields(report)}
     if external is not None:
         paths.raw.mkdir(parents=True, exist_ok=True)
         atomic_write_json(paths.raw / EXTERNAL_SOURCE, summary)
+        atomic_write_json(paths.raw / RAW_RECORD, made_by)
     return summary
 
 
@@ -116,13 +140,50 @@ def _jsonable(value: Any) -> bool:
     return isinstance(value, (str, int, float, bool, type(None), list, dict))
 
 
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # absent or damaged: no record
+        return None
+
+
+def _file_hash(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError:  # absent: the dataset reading it says so
+        return "-"
+
+
+def _records(paths: PipelinePaths, stages: tuple[str, ...]) -> dict[str, tuple[str, Any]]:
+    """What made each output of ``stages`` that is on disk: stage -> (output, record or None). Outputs that are
+    absent are left out (the stage reading them says how to make them)."""
+    found: dict[str, tuple[str, Any]] = {}
+    if "download" in stages and paths.raw.is_dir():
+        found["download"] = (str(paths.raw), _read_json(paths.raw / RAW_RECORD))
+    for stage, directory in (("preprocess", paths.preprocessed), ("voxelize", paths.voxelized)):
+        if stage in stages and (directory / "manifest.json").is_file():
+            manifest = _read_json(directory / "manifest.json")
+            found[stage] = (str(directory), manifest.get(RECORD_KEY) if isinstance(manifest, dict) else None)
+    return found
+
+
+def _checked_inputs(params: Params, paths: PipelinePaths, stage: str) -> dict[str, tuple[str, Any]]:
+    """Refuse (one line naming the stage to re-run) inputs made by other params or from other data; returns
+    their records, from which ``stage``'s own record is made."""
+    upstream = ("download", "preprocess", "voxelize")
+    found = _records(paths, upstream[:upstream.index(stage)] if stage in upstream else upstream)
+    check_chain(params, found)
+    return found
+
+
 def run_preprocess(params: Params, paths: PipelinePaths = PipelinePaths(), progress: bool = True) -> Mapping:
     from minkseg.data import preprocess
 
     check_writable(paths.preprocessed.parent)
+    made_by = make_record("preprocess", params, _checked_inputs(params, paths, "preprocess"))
     return preprocess(params.base.dataset, raw_location(params, paths), paths.preprocessed,
                       splits=tuple(params.preprocess.splits), workers=params.preprocess.num_workers,
-                      progress=progress)
+                      progress=progress, made_by=made_by)
 
 
 def run_voxelize(params: Params, paths: PipelinePaths = PipelinePaths(), progress: bool = True) -> Mapping:
@@ -130,10 +191,11 @@ def run_voxelize(params: Params, paths: PipelinePaths = PipelinePaths(), progres
 
     v = params.voxelize
     check_writable(paths.voxelized.parent)
+    made_by = make_record("voxelize", params, _checked_inputs(params, paths, "voxelize"))
     return voxelize_split(paths.preprocessed, paths.voxelized, splits=(params.evaluate.split,),
                           voxel_size=v.voxel_size, clip_bound=_clip(v.clip_bound), label_mode=v.label_mode,
                           temporal_numseq=v.temporal_numseq, temporal_dilation=v.temporal_dilation,
-                          workers=params.preprocess.num_workers, progress=progress)
+                          workers=params.preprocess.num_workers, progress=progress, made_by=made_by)
 
 
 def _clip(clip_bound: Any) -> Any:
@@ -165,6 +227,12 @@ def run_train(params: Params, paths: PipelinePaths = PipelinePaths(), progress: 
     if dist.is_main:  # fail in the first second, not after days of training
         for directory in (paths.checkpoints, paths.model.parent, paths.metrics):
             check_writable(directory)
+        _check_tracking_store(params)
+    made_by = make_record("train", params, _checked_inputs(params, paths, "train"))
+    # What a checkpoint must match to be resumed: every param of the run (device and threads too), its inputs'
+    # records, and their manifests (scenes, point and label counts: a re-made input under the same params).
+    resume_fingerprint = "+".join([params.fingerprint(), made_by["fingerprint"],
+                                   *(_file_hash(d / "manifest.json") for d in (paths.preprocessed, paths.voxelized))])
     spec = _dataset_spec(params)
     v, t = params.voxelize, params.train
     train_set = TrainDataset(paths.preprocessed, "train", voxel_size=v.voxel_size, clip_bound=_clip(v.clip_bound),
@@ -182,7 +250,7 @@ def run_train(params: Params, paths: PipelinePaths = PipelinePaths(), progress: 
     trainer = Trainer.from_params(params, model, train_dataset=train_set, collate_fn=collate,
                                   num_classes=spec.num_classes, val_dataset=val_set, class_names=spec.class_names,
                                   checkpoint_dir=paths.checkpoints, curves_dir=paths.metrics, tracker=tracker,
-                                  progress=progress, class_weights=weights)
+                                  progress=progress, class_weights=weights, fingerprint=resume_fingerprint)
     start = time.perf_counter()
     result = trainer.fit()
     summary = {"best_val_miou": result.best_miou, "best_iteration": result.best_iteration,
@@ -193,7 +261,7 @@ def run_train(params: Params, paths: PipelinePaths = PipelinePaths(), progress: 
                "cpu_thread_changes": governor.changes if (governor := current_governor()) is not None else 0}
     if dist.is_main:
         state = result.best_state if result.best_state is not None else result.last_state
-        save_trained_model(paths.model, state, params)
+        save_trained_model(paths.model, state, params, made_by)
         atomic_write_json(paths.metrics / "train.json", summary)
         if result.tracking_run_id:
             final = make_tracker(params.mlflow, stage="train", run_id=result.tracking_run_id)
@@ -203,8 +271,16 @@ def run_train(params: Params, paths: PipelinePaths = PipelinePaths(), progress: 
     return summary
 
 
-def save_trained_model(path: Path, state: Mapping[str, torch.Tensor], params: Params) -> Path:
-    """Weights plus what is needed to rebuild the network and to use it on new scans (format: modelfile)."""
+def _check_tracking_store(params: Params) -> None:
+    """A broken MLflow store stops the stage before it works, not after (evaluate logs only at its end)."""
+    if params.mlflow.enabled:
+        check_store(params.mlflow.tracking_uri or default_tracking_uri())
+
+
+def save_trained_model(path: Path, state: Mapping[str, torch.Tensor], params: Params,
+                       made_by: Mapping[str, Any] | None = None) -> Path:
+    """Weights plus what is needed to rebuild the network and to use it on new scans (format: modelfile), and what
+    made them (params and inputs, checked by evaluate)."""
     spec = _dataset_spec(params)
     v, e = params.voxelize, params.evaluate
     from minkseg.data.samples import is_temporal
@@ -221,6 +297,8 @@ def save_trained_model(path: Path, state: Mapping[str, torch.Tensor], params: Pa
                    "temporal_numseq": int(v.temporal_numseq) if temporal else 1,
                    "temporal_dilation": int(v.temporal_dilation) if temporal else 1,
                    "ignore_label": int(params.base.ignore_label)}
+    if made_by is not None:
+        description[RECORD_KEY] = dict(made_by)
     return save_model_file(path, state, description)
 
 
@@ -277,8 +355,11 @@ def run_evaluate(params: Params, paths: PipelinePaths = PipelinePaths(), progres
     """Score the trained model on every point of the evaluation split; metrics JSON, plots, PLY and PNG exports."""
     for directory in (paths.predictions, paths.metrics):
         check_writable(directory)
+    _check_tracking_store(params)
     model, payload = load_trained_model(paths.model)
     _check_model_fits_dataset(paths.model, payload, params)
+    check_chain(params, {**_records(paths, ("download", "preprocess", "voxelize")),
+                         "train": (str(paths.model), payload.get(RECORD_KEY))})
     evaluator = Evaluator.from_params(params, model, num_classes=int(payload["num_classes"]),
                                       class_names=payload["class_names"])
     result = evaluator.evaluate(_VotingScenes(params, paths), export_dir=paths.predictions,

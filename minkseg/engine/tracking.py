@@ -30,8 +30,8 @@ except ImportError:  # not POSIX: no inter-process lock (concurrent first use of
 
 from minkseg.config import MlflowParams
 
-__all__ = ["find_repo_root", "default_tracking_uri", "run_tags", "store_lock", "Tracker", "MlflowTracker",
-           "make_tracker", "flatten_metrics"]
+__all__ = ["find_repo_root", "default_tracking_uri", "run_tags", "check_store", "store_lock", "Tracker",
+           "MlflowTracker", "make_tracker", "flatten_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,27 @@ def _sqlite_file(tracking_uri: str) -> Path | None:
     return None if name in ("", ":memory:") else Path(name if name.startswith("/") else name)
 
 
+def check_store(tracking_uri: str) -> None:
+    """Refuse a sqlite store that is not a SQLite database (random bytes, a truncated copy) with one line naming
+    the file and the fix; MLflow would fail on it with a long SQLAlchemy traceback. A missing or empty file is
+    fine (MLflow creates the tables), and a store busy with another writer is left to MLflow's own waiting."""
+    import sqlite3
+
+    from minkseg.engine.errors import EngineError
+
+    database = _sqlite_file(tracking_uri)
+    if database is None or not database.is_file():
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError:  # locked by a writer, or unreadable: MLflow reports those itself
+        return
+    except sqlite3.DatabaseError as exc:
+        raise EngineError(f"{database}: not a readable SQLite database ({exc}); move it away (e.g. mv {database} "
+                          f"{database}.broken) to start a new MLflow store, or set mlflow.enabled: false") from None
+
+
 @contextlib.contextmanager
 def store_lock(tracking_uri: str) -> Iterator[None]:
     """Exclusive across processes for a sqlite store (``<db>.lock``); a no-op for any other store."""
@@ -144,6 +165,7 @@ class MlflowTracker(Tracker):
         from mlflow.tracking import MlflowClient
 
         self.tracking_uri = tracking_uri
+        check_store(tracking_uri)
         with store_lock(tracking_uri):  # the first access creates/migrates the tables: one process at a time
             self.client = MlflowClient(tracking_uri=tracking_uri)
             if run_id is not None:  # continue a resumed training run

@@ -28,3 +28,20 @@ if _SPEC and os.path.basename(os.path.dirname(os.path.abspath(_SCRIPT))) == "sta
         return _real_replace(src, dst, *args, **kwargs)
 
     os.replace = _replace_or_die
+
+# ``MINKSEG_TEST_CTRL_C_AT_WORKER_START=<marker file>``: the first spawned worker process (of a pool) to start sends
+# SIGINT to its whole process group -- what a terminal's Ctrl-C does -- one second into its start-up, before it has
+# imported anything of MinkSeg (the parent is done creating workers by then). The marker file (created exclusively)
+# makes it happen once.
+_CTRL_C_MARKER = os.environ.get("MINKSEG_TEST_CTRL_C_AT_WORKER_START", "")
+if _CTRL_C_MARKER and "--multiprocessing-fork" in sys.argv:
+    try:
+        os.close(os.open(_CTRL_C_MARKER, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        pass
+    else:
+        import time
+
+        time.sleep(1.0)
+        os.killpg(os.getpgid(0), signal.SIGINT)
+        time.sleep(1.0)  # still starting when the signal arrives

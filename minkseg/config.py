@@ -189,6 +189,11 @@ class TrainParams(_Group):
     grad_accum: PositiveInt  # batches whose gradients are summed into one step
     amp: Literal["none", "bf16", "fp16"]
     val_every: NonNegativeInt  # 0 = validate only at the end
+    # A cheap validation curve between the full validations: every val_subset_every iterations (0 = never) on the
+    # first val_subset_scenes scenes of the validation split. It only draws the curve; best weights come from
+    # the full validations alone.
+    val_subset_every: NonNegativeInt
+    val_subset_scenes: PositiveInt
     checkpoint_every: NonNegativeInt  # 0 = only at the end (a killed run then restarts from scratch)
     log_every: PositiveInt
     class_weights: Annotated[list[float] | Literal["balanced"] | None, BeforeValidator(_class_weights)]

@@ -136,6 +136,20 @@ def rotation_matrix(axis: str | int, degrees: float) -> np.ndarray:
     return axis_rotation(axis_index, np.deg2rad(degrees))
 
 
+def evaluation_view(voxelizer: Voxelizer, frames: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                  np.ndarray | None]],
+                    *, temporal: bool, rotation: np.ndarray | None = None) -> dict[str, Any]:
+    """One deterministic voxelisation of a scene (or 4D window) as the network sees it at test time.
+
+    The one place that turns points into an evaluation view, shared by :class:`EvalDataset` (the evaluate stage)
+    and :class:`minkseg.engine.predictor.Predictor` (``minkseg predict``), so both quantise a scene identically.
+    ``frames`` are ``(xyz [N, 3], rgb 0..255 [N, 3], labels [N], clip-box centre or None)`` per frame.
+    """
+    vox = voxelizer.voxelize_frames(frames, temporal=temporal, rotation=rotation)
+    return {"coordinates": vox.coords, "features": normalize_color(vox.feats), "labels": vox.labels,
+            "inverse": vox.inverse, "transform": vox.transform}
+
+
 class EvalDataset(_VoxelDataset):
     """Deterministic voxelised samples with inverse maps and point labels, optionally rotated (test-time voting)."""
 
@@ -152,12 +166,10 @@ class EvalDataset(_VoxelDataset):
     def __getitem__(self, key: Any) -> dict[str, Any]:
         index = key[0] if isinstance(key, (tuple, list)) else int(key)
         scenes = self.samples.load(index)
-        vox = self.voxelizer.voxelize_frames(_frames(scenes), temporal=self.samples.temporal,
-                                             rotation=self.rotation)
         sample = self._base(index)
-        point_labels = np.concatenate([s.labels for s in scenes]).astype(np.int64)
-        sample.update(coordinates=vox.coords, features=normalize_color(vox.feats), labels=vox.labels,
-                      inverse=vox.inverse, transform=vox.transform, point_labels=point_labels)
+        sample.update(evaluation_view(self.voxelizer, _frames(scenes), temporal=self.samples.temporal,
+                                      rotation=self.rotation))
+        sample["point_labels"] = np.concatenate([s.labels for s in scenes]).astype(np.int64)
         if self.samples.temporal:
             sample["point_frames"] = np.concatenate([np.full(s.num_points, t, dtype=np.int64)
                                                      for t, s in enumerate(scenes)])

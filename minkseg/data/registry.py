@@ -59,6 +59,7 @@ class DatasetSpec:
     clip_bound_train: tuple[Bound, Bound, Bound] | None
     clip_bound_test: tuple[Bound, Bound, Bound] | None
     test_has_labels: bool
+    max_extent: float  # metres: a scene spanning more is taken for millimetres or centimetres (minkseg predict)
     ignore_label: int = IGNORE_LABEL
 
     @property
@@ -74,7 +75,7 @@ _SCANNET_COMMON = dict(
     family="scannet", class_names=SCANNET_CLASS_NAMES, dimension=3, unit="m", up_axis=2,
     rotation_bound=((-math.pi / 64, math.pi / 64), (-math.pi / 64, math.pi / 64), (-math.pi, math.pi)),
     scale_bound=(0.9, 1.1), translation_ratio_bound=None, elastic_params=((0.2, 0.4), (0.8, 1.6)),
-    clip_bound_train=None, clip_bound_test=None, test_has_labels=False,
+    clip_bound_train=None, clip_bound_test=None, test_has_labels=False, max_extent=200.0,
 )
 # Synthia4D PLYs are in cm; preprocess converts them to metres so every dataset shares one unit. The paper's
 # numbers (15 cm voxels, clip +-1800 cm train / +-2500 cm test, elastic (80, 300) cm) are converted accordingly.
@@ -83,6 +84,7 @@ _SYNTHIA_COMMON = dict(
     rotation_bound=(None, (-math.pi, math.pi), None), scale_bound=(0.9, 1.1),
     translation_ratio_bound=((-0.1, 0.1), (0.0, 0.0), (-0.1, 0.1)), elastic_params=((0.8, 3.0),),
     clip_bound_train=((-18.0, 18.0),) * 3, clip_bound_test=((-25.0, 25.0),) * 3, test_has_labels=True,
+    max_extent=2000.0,
 )
 
 DATASETS: dict[str, DatasetSpec] = {

@@ -39,6 +39,11 @@ def temporal_windows(records: list[dict], numseq: int, dilation: int) -> list[li
     return windows
 
 
+def is_temporal(spec: DatasetSpec, temporal_numseq: int) -> bool:
+    """Synthia4D with more than one frame per sample is 4D; a single frame (the paper's 3D baseline) is 3D."""
+    return spec.family == "synthia4d" and temporal_numseq > 1
+
+
 class SceneSamples:
     """The preprocessed scenes of one split grouped into samples; ``load(i)`` returns the scenes of sample i."""
 
@@ -54,8 +59,7 @@ class SceneSamples:
         if temporal_numseq < 1 or temporal_dilation < 1:
             raise DataError(f"temporal_numseq and temporal_dilation must be >= 1 (got {temporal_numseq}, "
                             f"{temporal_dilation}); fix voxelize.* in params.yaml")
-        # Synthia4D with more than one frame per sample is 4D; a single frame (the paper's 3D baseline) is 3D.
-        self.temporal = self.spec.family == "synthia4d" and temporal_numseq > 1
+        self.temporal = is_temporal(self.spec, temporal_numseq)
         if self.temporal:
             self.groups = temporal_windows(self.records, temporal_numseq, temporal_dilation)
             if not self.groups:

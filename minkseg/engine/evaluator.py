@@ -9,7 +9,6 @@ the data side's, passed in as a callable, so evaluation quantises exactly like t
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +23,11 @@ from minkseg.atomic import atomic_open, atomic_write_json
 from minkseg.config import Params
 from minkseg.engine import distributed
 from minkseg.engine.errors import EngineError
-from minkseg.engine.runtime import balance_threads, configure_cpu_runtime
+from minkseg.engine.runtime import configure_cpu_runtime
 from minkseg.engine.export import (colorize, palette, render_confusion_png, render_scene_png, write_confusion_csv,
                                    write_per_class_csv, write_ply)
-from minkseg.engine.trainer import InputBuilder, logits_of, resolve_device, sparse_input, unwrap
+from minkseg.engine.predictor import ViewVoter
+from minkseg.engine.trainer import InputBuilder, resolve_device
 from minkseg.metrics import SegmentationMetrics
 
 __all__ = ["Voxelizer", "EvalResult", "Evaluator", "rotation_matrix", "rotate_points", "headline_metrics",
@@ -116,7 +116,8 @@ class Evaluator:
             raise EngineError(f"evaluate.rotation_axis: must be x, y or z (got {rotation_axis!r})")
         self.dist = distributed.current()
         self.device = resolve_device(device, self.dist.local_rank)
-        self.model = unwrap(model).to(self.device).eval()
+        self.voter = ViewVoter(model, num_classes, self.device, amp=amp, input_builder=input_builder)
+        self.model = self.voter.model
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
         if len(self.class_names) != num_classes:
@@ -125,8 +126,7 @@ class Evaluator:
         self.rotation_angles = [float(angle) for angle in rotation_angles]
         self.rotation_axis = rotation_axis
         self.ignore_label = ignore_label
-        self.input_builder = input_builder or sparse_input
-        self.amp = amp if self.device.type == "cuda" else "none"
+        self.amp = self.voter.amp
         self.with_ap = with_ap
         self.ap_bins = ap_bins
 
@@ -140,11 +140,6 @@ class Evaluator:
         kwargs.setdefault("ignore_label", params.base.ignore_label)
         kwargs.setdefault("amp", params.train.amp)
         return cls(model, **kwargs)
-
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.amp == "none":
-            return contextlib.nullcontext()
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16 if self.amp == "bf16" else torch.float16)
 
     def views_of(self, coordinates: np.ndarray, features: np.ndarray, name: str = "scene") -> list[dict[str, Any]]:
         """One voxelised view per rotation angle of a raw-point scene, through the ``voxelize`` callable."""
@@ -162,50 +157,14 @@ class Evaluator:
             views.append({"coordinates": voxel_coords, "features": voxel_feats, "inverse": inverse})
         return views
 
-    @torch.no_grad()
     def predict_views(self, views: Sequence[Mapping[str, Any]], num_points: int,
                       name: str = "scene") -> tuple[np.ndarray, np.ndarray]:
         """Softmax of every view mapped to the points and averaged over the views that cover each point.
 
-        Returns ``(probabilities [N, C] float32, covered [N] bool)``; uncovered points have all-zero rows.
+        Returns ``(probabilities [N, C] float32, covered [N] bool)``; uncovered points have all-zero rows. The
+        voting itself is :class:`minkseg.engine.predictor.ViewVoter`'s, the one ``minkseg predict`` uses.
         """
-        if not views:
-            raise EngineError(f"scene {name}: no views to predict from")
-        total = torch.zeros((num_points, self.num_classes), dtype=torch.float32, device=self.device)
-        covered = torch.zeros(num_points, dtype=torch.float32, device=self.device)
-        for view in views:
-            voxel_coords = np.asarray(view["coordinates"])
-            inverse = np.asarray(view["inverse"]).reshape(-1).astype(np.int64, copy=False)
-            count = voxel_coords.shape[0]
-            if inverse.shape[0] != num_points or (inverse.size and (inverse.min() < -1 or inverse.max() >= count)):
-                raise EngineError(f"scene {name}: the voxeliser's inverse map does not map its {num_points} points "
-                                  f"onto its {count} voxels")
-            if count == 0:
-                continue
-            batched = np.concatenate([np.zeros((count, 1), dtype=np.int32), voxel_coords.astype(np.int32)], axis=1)
-            batch = {"coordinates": torch.from_numpy(batched),
-                     "features": torch.as_tensor(np.asarray(view["features"]), dtype=torch.float32)}
-            try:
-                with self._autocast():
-                    logits = logits_of(self.model(self.input_builder(batch, self.device)))
-            except torch.OutOfMemoryError:
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                raise EngineError(f"scene {name}: out of memory on {count} voxels; evaluate on the CPU (base.device: cpu), "
-                                  "or set voxelize.clip_bound / raise voxelize.voxel_size (re-trains)") \
-                    from None
-            if logits.shape != (count, self.num_classes):
-                raise EngineError(f"scene {name}: the model returned logits {tuple(logits.shape)} for {count} voxels "
-                                  f"and {self.num_classes} classes")
-            balance_threads()
-            probabilities = torch.softmax(logits.float(), dim=1)
-            points = torch.from_numpy(np.nonzero(inverse >= 0)[0]).to(self.device)
-            voxels = torch.from_numpy(inverse[inverse >= 0]).to(self.device)
-            total[points] += probabilities[voxels]
-            covered[points] += 1.0
-        mask = covered > 0
-        total[mask] /= covered[mask, None]
-        return total.cpu().numpy(), mask.cpu().numpy()
+        return self.voter.vote(views, num_points, name)
 
     def predict(self, coordinates: np.ndarray, features: np.ndarray, name: str = "scene") -> np.ndarray:
         """Per-point class probabilities ``[N, num_classes]`` of a raw-point scene, averaged over the angles."""

@@ -18,9 +18,10 @@ import torch
 from minkseg.atomic import atomic_write_json, check_writable
 from minkseg.config import Params
 from minkseg.engine import distributed
-from minkseg.engine.checkpoints import load_torch, save_torch
 from minkseg.engine.errors import EngineError
 from minkseg.engine.evaluator import HEADLINE_FROM_TRAINING, Evaluator, headline_metrics, write_evaluation
+from minkseg.engine.modelfile import load_model_file, save_model_file
+from minkseg.engine.predictor import voting_rotations
 from minkseg.engine.runtime import current_governor
 from minkseg.engine.tracking import Tracker, flatten_metrics, make_tracker
 from minkseg.engine.trainer import Trainer, seed_everything
@@ -223,33 +224,27 @@ def _device_tag(device: torch.device) -> str:
 
 
 def save_trained_model(path: Path, state: Mapping[str, torch.Tensor], params: Params) -> Path:
-    """Weights plus what is needed to rebuild the network (name, classes, dimension), saved atomically."""
+    """Weights plus what is needed to rebuild the network and to use it on new scans (format: modelfile)."""
     spec = _dataset_spec(params)
-    payload = {"state_dict": dict(state), "model": params.train.model, "in_channels": IN_CHANNELS,
-               "num_classes": spec.num_classes, "dimension": spec.dimension,
-               "conv1_kernel_size": params.train.conv1_kernel_size, "bn_momentum": params.train.bn_momentum,
-               "class_names": list(spec.class_names), "dataset": spec.name}
-    return save_torch(payload, path)
+    v, e = params.voxelize, params.evaluate
+    from minkseg.data.samples import is_temporal
+
+    clip = spec.clip_bound_test if v.clip_bound == "dataset" else v.clip_bound  # what evaluation clips with
+    temporal = is_temporal(spec, v.temporal_numseq)
+    description = {"model": params.train.model, "in_channels": IN_CHANNELS, "num_classes": spec.num_classes,
+                   "dimension": spec.dimension, "conv1_kernel_size": params.train.conv1_kernel_size,
+                   "bn_momentum": params.train.bn_momentum, "class_names": list(spec.class_names),
+                   "dataset": spec.name, "voxel_size": float(v.voxel_size),
+                   "clip_bound": None if clip is None else [[float(lo), float(hi)] for lo, hi in clip],
+                   "rotation_angles": [float(angle) for angle in e.rotation_angles],
+                   "rotation_axis": e.rotation_axis,
+                   "temporal_numseq": int(v.temporal_numseq) if temporal else 1,
+                   "temporal_dilation": int(v.temporal_dilation) if temporal else 1,
+                   "ignore_label": int(params.base.ignore_label)}
+    return save_model_file(path, state, description)
 
 
-def load_trained_model(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild the network a train stage saved (weights_only loading: a tampered file cannot run code)."""
-    from minkseg.nn import build_model
-
-    if not Path(path).is_file():
-        raise EngineError(f"{path}: not found; run the train stage first (dvc repro)")
-    payload = load_torch(path)
-    if not isinstance(payload, dict) or "state_dict" not in payload or "model" not in payload:
-        raise EngineError(f"{path}: not a MinkSeg model file (no 'model'/'state_dict'); re-run the train stage")
-    model = build_model(payload["model"], int(payload["in_channels"]), int(payload["num_classes"]),
-                        D=int(payload["dimension"]), conv1_kernel_size=int(payload["conv1_kernel_size"]),
-                        bn_momentum=float(payload["bn_momentum"]))
-    try:
-        model.load_state_dict(payload["state_dict"], strict=True)
-    except RuntimeError as exc:
-        raise EngineError(f"{path}: weights do not fit {payload['model']} with {payload['num_classes']} classes "
-                          f"({str(exc).splitlines()[0]}); re-run the train stage") from None
-    return model, payload
+load_trained_model = load_model_file  # the stage-facing name (the evaluate stage and the tests use it)
 
 
 def _check_model_fits_dataset(path: Path, payload: Mapping[str, Any], params: Params) -> None:
@@ -272,12 +267,13 @@ class _VotingScenes:
 
         v, e = params.voxelize, params.evaluate
         self.base = VoxelizedDataset(paths.voxelized, e.split)
+        angles = voting_rotations(e.rotation_angles)  # the Predictor's view order, so both sum alike
         self.rotated = [EvalDataset(paths.preprocessed, e.split, voxel_size=v.voxel_size,
                                     clip_bound=_clip(v.clip_bound), label_mode=v.label_mode,
                                     temporal_numseq=v.temporal_numseq, temporal_dilation=v.temporal_dilation,
                                     rotation_degrees=angle, rotation_axis=e.rotation_axis)
-                        for angle in e.rotation_angles if angle % 360 != 0]
-        self.include_base = any(angle % 360 == 0 for angle in e.rotation_angles)
+                        for angle in angles if angle != 0]
+        self.include_base = bool(angles) and angles[0] == 0
 
     def __len__(self) -> int:
         return len(self.base)

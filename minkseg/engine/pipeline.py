@@ -201,7 +201,9 @@ def run_train(params: Params, paths: PipelinePaths = PipelinePaths(), progress: 
             tracker.log_metrics({f"train.{key}": value for key, value in numbers.items()})
             tracker.log_summary({key: numbers[source] for key, source in HEADLINE_FROM_TRAINING.items()
                                  if source in numbers})
-            tracker.log_artifact(paths.model)
+            uri = tracker.log_model(paths.model, model_description(params))
+            if uri:
+                log.info("MLflow model %s (register: mlflow.register_model('%s', 'minkseg'))", uri, uri)
     return summary
 
 
@@ -225,6 +227,11 @@ def _device_tag(device: torch.device) -> str:
 
 def save_trained_model(path: Path, state: Mapping[str, torch.Tensor], params: Params) -> Path:
     """Weights plus what is needed to rebuild the network and to use it on new scans (format: modelfile)."""
+    return save_model_file(path, state, model_description(params))
+
+
+def model_description(params: Params) -> dict[str, Any]:
+    """Everything the model file records besides the weights (see minkseg.engine.modelfile)."""
     spec = _dataset_spec(params)
     v, e = params.voxelize, params.evaluate
     from minkseg.data.samples import is_temporal
@@ -241,7 +248,7 @@ def save_trained_model(path: Path, state: Mapping[str, torch.Tensor], params: Pa
                    "temporal_numseq": int(v.temporal_numseq) if temporal else 1,
                    "temporal_dilation": int(v.temporal_dilation) if temporal else 1,
                    "ignore_label": int(params.base.ignore_label)}
-    return save_model_file(path, state, description)
+    return description
 
 
 load_trained_model = load_model_file  # the stage-facing name (the evaluate stage and the tests use it)

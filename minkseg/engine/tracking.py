@@ -145,6 +145,11 @@ class Tracker:
     def log_dataset(self, version: Any, context: str) -> None:
         """The dataset (a :class:`~minkseg.engine.provenance.DataVersion`) as an input of this run and its parent."""
 
+    def log_model(self, weights: str | os.PathLike[str], description: Mapping[str, Any]) -> str | None:
+        """A MinkSeg model file as a registrable MLflow model of this run (:mod:`minkseg.engine.mlflow_model`);
+        returns its URI (None when not tracking)."""
+        return None
+
     def finish(self, status: str = "FINISHED") -> None:
         pass
 
@@ -278,6 +283,14 @@ class MlflowTracker(Tracker):
         from mlflow.entities import RunTag
 
         self.client.log_batch(self.run_id, tags=[RunTag(str(k), str(v)) for k, v in tags.items()])
+
+    def log_model(self, weights: str | os.PathLike[str], description: Mapping[str, Any]) -> str | None:
+        from minkseg.engine.mlflow_model import log_segmentation_model
+
+        uri = log_segmentation_model(self.tracking_uri, self.run_id, weights, dict(description))
+        for run_id in filter(None, (self.run_id, self.parent_run_id)):  # where to find it from the runs table
+            self.client.set_tag(run_id, "model_uri", uri)
+        return uri
 
     def finish(self, status: str = "FINISHED") -> None:
         """End this run now, and its parent with it (a later stage of the same invocation reopens the parent and

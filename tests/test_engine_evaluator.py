@@ -121,12 +121,12 @@ def test_evaluate_writes_metrics_plots_ply_png_and_predictions(tmp_path):
 
     metrics = json.loads((tmp_path / "metrics" / "metrics.json").read_text(), parse_constant=no_nan)
     # the headline file: a handful of numbers, in reading order; per-class values live in their own file
-    assert list(metrics) == ["miou", "oa", "macc", "map", "val_miou", "best_iter", "train_s", "parameters", "scenes",
+    assert list(metrics) == ["miou", "oa", "macc", "map", "val_miou", "best_iter", "train_s", "n_params", "scenes",
                              "points"]
     reference = summarize(expected_cm, ["a", "b", "c"])
     assert metrics["miou"] == pytest.approx(reference["miou"]) and metrics["oa"] == pytest.approx(reference["oa"])
     assert 0.0 <= metrics["map"] <= 1.0 and metrics["scenes"] == 3 and metrics["points"] == expected_cm.sum()
-    assert (metrics["val_miou"], metrics["best_iter"], metrics["train_s"], metrics["parameters"]) == (0.5, 40, 12.5, 99)
+    assert (metrics["val_miou"], metrics["best_iter"], metrics["train_s"], metrics["n_params"]) == (0.5, 40, 12.5, 99)
     with open(tmp_path / "plots" / "per_class.csv") as handle:
         per_class = {row["class"]: row for row in csv.DictReader(handle)}
     assert set(per_class) == {name for name, iou in reference["per_class_iou"].items() if not math.isnan(iou)}

@@ -263,15 +263,15 @@ class Evaluator:
 
 
 HEADLINE_FROM_TRAINING = {"val_miou": "best_val_miou", "best_iter": "best_iteration", "train_s": "train_seconds",
-                          "parameters": "parameters"}
+                          "n_params": "parameters"}
 """Headline key -> the train stage's key in ``metrics/train.json`` (short: DVC makes each key a column)."""
 
 
 def headline_metrics(metrics: Mapping[str, Any], training: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The numbers worth a column in ``dvc metrics show`` / ``dvc exp show``: ``miou``, ``oa``, ``macc``, ``map``
     (per point, with voting), ``val_miou`` (the best full validation's mIoU, voxels, no voting) and ``best_iter``
-    (its iteration: the weights kept), ``train_s`` (seconds of training), ``parameters``, then the ``scenes`` and
-    ``points`` scored.
+    (its iteration: the weights kept), ``train_s`` (seconds of training), ``n_params`` (the network's parameter
+    count), then the ``scenes`` and ``points`` scored.
 
     Why so few, with short names: DVC makes one column of every number in a metrics file, and 60 per-class columns
     hid the four that matter; these fit a 120-column terminal. Per-class values go to their own file (bar charts)

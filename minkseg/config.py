@@ -37,6 +37,7 @@ __all__ = [
     "DATASETS",
     "load_params",
     "params_from_dict",
+    "flatten",
 ]
 
 DATASETS = ("synthetic-scannet", "scannet", "synthia4d", "synthetic-synthia4d")
@@ -189,6 +190,11 @@ class TrainParams(_Group):
     grad_accum: PositiveInt  # batches whose gradients are summed into one step
     amp: Literal["none", "bf16", "fp16"]
     val_every: NonNegativeInt  # 0 = validate only at the end
+    # A cheap validation curve between the full validations: every val_subset_every iterations (0 = never) on the
+    # first val_subset_scenes scenes of the validation split. It only draws the curve; best weights come from
+    # the full validations alone.
+    val_subset_every: NonNegativeInt
+    val_subset_scenes: PositiveInt
     checkpoint_every: NonNegativeInt  # 0 = only at the end (a killed run then restarts from scratch)
     log_every: PositiveInt
     class_weights: Annotated[list[float] | Literal["balanced"] | None, BeforeValidator(_class_weights)]
@@ -222,6 +228,21 @@ class MlflowParams(_Group):
     tracking_uri: str | None  # null = sqlite:///<repo root>/mlflow.db
 
 
+def flatten(nested: Any) -> dict[str, Any]:
+    """Nested mappings -> ``{"group.key": value}`` (lists stay values), as DVC and MLflow name params."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), item)
+        else:
+            out[prefix] = value
+
+    walk("", nested)
+    return out
+
+
 # Keys that change how fast a stage runs, not what it computes; changing them does not invalidate a checkpoint.
 _SPEED_ONLY_KEYS = (("train", "num_workers"), ("train", "checkpoint_every"), ("preprocess", "num_workers"))
 
@@ -239,17 +260,7 @@ class Params(_Group):
 
     def flat(self) -> dict[str, Any]:
         """``{"train.lr": 0.1, ...}``: the shape MLflow's log_params and DVC's params listing use."""
-        out: dict[str, Any] = {}
-
-        def walk(prefix: str, value: Any) -> None:
-            if isinstance(value, dict):
-                for key, item in value.items():
-                    walk(f"{prefix}.{key}" if prefix else key, item)
-            else:
-                out[prefix] = value
-
-        walk("", self.model_dump(mode="json"))
-        return out
+        return flatten(self.model_dump(mode="json"))
 
     def fingerprint(self, groups: Iterable[str] = ("base", "download", "preprocess", "voxelize", "train")) -> str:
         """A stable hash of the given groups; a checkpoint is only resumed under an identical fingerprint."""

@@ -75,7 +75,8 @@ def train_params(**overrides: Any) -> TrainParams:
         dampening=0.1, weight_decay=1e-4, adamw_betas=[0.9, 0.999], scheduler="poly", poly_power=0.9,
         step_size=5, step_gamma=0.5, onecycle_pct_start=0.3, onecycle_div_factor=25.0,
         onecycle_final_div_factor=1e4, iterations=12, batch_size=2, val_batch_size=2, train_limit_numpoints=0,
-        grad_accum=1, amp="none", val_every=4, checkpoint_every=4, log_every=2, class_weights=None, lovasz_weight=0.0,
+        grad_accum=1, amp="none", val_every=4, val_subset_every=0, val_subset_scenes=1, checkpoint_every=4, log_every=2,
+        class_weights=None, lovasz_weight=0.0,
         num_workers=0, deterministic=True, augment=True,
     )
     values.update(overrides)

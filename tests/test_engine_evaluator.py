@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
 import numpy as np
 import pytest
@@ -107,21 +108,32 @@ def test_evaluate_writes_metrics_plots_ply_png_and_predictions(tmp_path):
     np.testing.assert_array_equal(result.confusion, expected_cm)
     assert result.num_scenes == 3
 
+    training = {"best_val_miou": 0.5, "best_iteration": 40, "train_seconds": 12.5, "parameters": 99,
+                "resumed_from": None, "cpu_thread_changes": 0}
     written = write_evaluation(result, metrics_path=tmp_path / "metrics" / "metrics.json",
+                               per_class_path=tmp_path / "plots" / "per_class.csv",
                                confusion_csv_path=tmp_path / "plots" / "confusion.csv",
-                               confusion_png_path=tmp_path / "plots" / "confusion.png")
-    assert len(written) == 3
+                               confusion_png_path=tmp_path / "plots" / "confusion.png", training=training)
+    assert len(written) == 4
 
     def no_nan(token):
         raise AssertionError(f"non-standard JSON constant {token}")
 
     metrics = json.loads((tmp_path / "metrics" / "metrics.json").read_text(), parse_constant=no_nan)
-    for key in ("miou", "oa", "macc", "map", "per_class_iou", "per_class_acc", "per_class_ap", "confusion_matrix"):
-        assert key in metrics
+    # the headline file: a handful of numbers, in reading order; per-class values live in their own file
+    assert list(metrics) == ["miou", "oa", "macc", "map", "val_miou", "best_iter", "train_s", "n_params", "scenes",
+                             "points"]
     reference = summarize(expected_cm, ["a", "b", "c"])
     assert metrics["miou"] == pytest.approx(reference["miou"]) and metrics["oa"] == pytest.approx(reference["oa"])
-    assert set(metrics["per_class_iou"]) == {"a", "b", "c"} and 0.0 <= metrics["map"] <= 1.0
-    assert metrics["confusion_matrix"]["matrix"] == expected_cm.tolist()
+    assert 0.0 <= metrics["map"] <= 1.0 and metrics["scenes"] == 3 and metrics["points"] == expected_cm.sum()
+    assert (metrics["val_miou"], metrics["best_iter"], metrics["train_s"], metrics["n_params"]) == (0.5, 40, 12.5, 99)
+    with open(tmp_path / "plots" / "per_class.csv") as handle:
+        per_class = {row["class"]: row for row in csv.DictReader(handle)}
+    assert set(per_class) == {name for name, iou in reference["per_class_iou"].items() if not math.isnan(iou)}
+    for name, row in per_class.items():
+        assert float(row["iou"]) == pytest.approx(reference["per_class_iou"][name], abs=1e-6)
+        assert float(row["acc"]) == pytest.approx(reference["per_class_acc"][name], abs=1e-6)
+        assert float(row["ap"]) == pytest.approx(result.metrics["per_class_ap"][name], abs=1e-6)
 
     with open(tmp_path / "plots" / "confusion.csv") as handle:
         rows = list(csv.DictReader(handle))

@@ -69,6 +69,30 @@ def _states_equal(a, b):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_subset_validation_draws_a_curve_without_changing_training_or_the_best_weights(tmp_path):
+    plain = make_trainer(tmp_path / "plain", train_params(iterations=12, val_every=6, log_every=2)).fit()
+    tracker = RecordingTracker()
+    params = train_params(iterations=12, val_every=6, log_every=2, val_subset_every=2, val_subset_scenes=2)
+    curved = make_trainer(tmp_path / "curved", params, tracker=tracker).fit()
+    # validating a subset every other step is eval-mode and RNG-neutral: same weights, same selection
+    assert _states_equal(plain.last_state, curved.last_state) and _states_equal(plain.best_state, curved.best_state)
+    assert (plain.best_iteration, plain.best_miou) == (curved.best_iteration, curved.best_miou)
+    assert curved.curves["val"] == plain.curves["val"] and plain.curves["val_subset"] == []
+    with open(tmp_path / "curved" / "plots" / "val_subset.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["step"]) for r in rows] == [2, 4, 6, 8, 10, 12]
+    assert all(0.0 <= float(r["miou"]) <= 1.0 for r in rows)
+    assert [step for step, metrics in tracker.metrics if "val_subset/miou" in metrics] == [2, 4, 6, 8, 10, 12]
+    # the subset is the first two scenes of the validation set: its score at the end is theirs alone
+    trainer = make_trainer(tmp_path / "check", params)
+    trainer.model.load_state_dict(curved.last_state)
+    first_two = Trainer(trainer.model, params, train_dataset=ToyScenes(10, seed=1), collate_fn=collate,
+                        num_classes=NUM_CLASSES, seed=7, val_dataset=torch.utils.data.Subset(
+                            ToyScenes(4, seed=2, augment=False), [0, 1]),
+                        input_builder=dense_input, progress=False).validate()
+    assert float(rows[-1]["miou"]) == pytest.approx(first_two["miou"])
+
+
 def test_killed_run_resumes_to_bit_identical_weights(tmp_path):
     params = train_params(iterations=12, grad_accum=2, val_every=4, checkpoint_every=4, log_every=2)
     reference = make_trainer(tmp_path / "ref", params).fit()

@@ -288,7 +288,7 @@ def test_one_point_scenes_train_and_evaluate(root, capsys, monkeypatch, caplog):
     assert f"a batch of 1 voxels from scenes {TRAIN_SCENE} has too few voxels for batch norm at the network's " \
            "coarsest level; skipped it" in caplog.text
     metrics = json.loads((root / "metrics" / "eval.json").read_text())
-    assert metrics["num_scenes"] == 2 and (root / "models" / "model.pt").is_file()
+    assert metrics["scenes"] == 2 and (root / "models" / "model.pt").is_file()
 
 
 def test_scene_larger_than_train_limit_numpoints_trains_alone(root, capsys, monkeypatch, caplog):

@@ -25,12 +25,13 @@ from minkseg.engine import distributed
 from minkseg.engine.errors import EngineError
 from minkseg.engine.runtime import configure_cpu_runtime
 from minkseg.engine.export import (colorize, palette, render_confusion_png, render_scene_png, write_confusion_csv,
-                                   write_ply)
+                                   write_per_class_csv, write_ply)
 from minkseg.engine.predictor import ViewVoter
 from minkseg.engine.trainer import InputBuilder, resolve_device
 from minkseg.metrics import SegmentationMetrics
 
-__all__ = ["Voxelizer", "EvalResult", "Evaluator", "rotation_matrix", "rotate_points", "write_evaluation"]
+__all__ = ["Voxelizer", "EvalResult", "Evaluator", "rotation_matrix", "rotate_points", "headline_metrics",
+           "write_evaluation"]
 
 Voxelizer = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 """(point coordinates float [N, D], point features [N, C]) -> (voxel coordinates int [M, D] without batch
@@ -270,12 +271,40 @@ class Evaluator:
                           exported=exported)
 
 
-def write_evaluation(result: EvalResult, *, metrics_path: str | Path, confusion_csv_path: str | Path | None = None,
-                     confusion_png_path: str | Path | None = None, class_names: Sequence[str] | None = None,
+HEADLINE_FROM_TRAINING = {"val_miou": "best_val_miou", "best_iter": "best_iteration", "train_s": "train_seconds",
+                          "n_params": "parameters"}
+"""Headline key -> the train stage's key in ``metrics/train.json`` (short: DVC makes each key a column)."""
+
+
+def headline_metrics(metrics: Mapping[str, Any], training: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The numbers worth a column in ``dvc metrics show`` / ``dvc exp show``: ``miou``, ``oa``, ``macc``, ``map``
+    (per point, with voting), ``val_miou`` (the best full validation's mIoU, voxels, no voting) and ``best_iter``
+    (its iteration: the weights kept), ``train_s`` (seconds of training), ``n_params`` (the network's parameter
+    count), then the ``scenes`` and ``points`` scored.
+
+    Why so few, with short names: DVC makes one column of every number in a metrics file, and 60 per-class columns
+    hid the four that matter; these fit a 120-column terminal. Per-class values go to their own file (bar charts)
+    and to MLflow.
+    """
+    headline = {key: metrics.get(key) for key in ("miou", "oa", "macc", "map")}
+    for key, source in HEADLINE_FROM_TRAINING.items():
+        if training is not None and source in training:
+            headline[key] = training[source]
+    headline["scenes"] = metrics.get("num_scenes")
+    headline["points"] = metrics.get("num_points")
+    return headline
+
+
+def write_evaluation(result: EvalResult, *, metrics_path: str | Path, per_class_path: str | Path | None = None,
+                     confusion_csv_path: str | Path | None = None, confusion_png_path: str | Path | None = None,
+                     class_names: Sequence[str] | None = None, training: Mapping[str, Any] | None = None,
                      max_confusion_rows: int = 20_000) -> list[Path]:
-    """Write the metrics JSON (for ``dvc metrics show``), the confusion plot CSV and PNG, atomically."""
+    """Write, atomically, the headline metrics JSON (:func:`headline_metrics`, for ``dvc metrics show``), the
+    per-class CSV and the confusion plot CSV and PNG (for ``dvc plots show``)."""
     names = list(class_names) if class_names is not None else result.metrics["confusion_matrix"]["labels"]
-    written = [atomic_write_json(metrics_path, result.metrics)]
+    written = [atomic_write_json(metrics_path, headline_metrics(result.metrics, training))]
+    if per_class_path is not None:
+        written.append(write_per_class_csv(per_class_path, result.metrics))
     if confusion_csv_path is not None:
         written.append(write_confusion_csv(confusion_csv_path, result.confusion, names, max_confusion_rows))
     if confusion_png_path is not None:

@@ -19,6 +19,7 @@ import numpy as np
 from minkseg.atomic import atomic_open, atomic_write_bytes, atomic_write_text
 
 __all__ = ["SCANNET20_COLORS", "palette", "colorize", "write_ply", "render_scene_png", "render_confusion_png",
+           "write_per_class_csv",
            "confusion_rows", "write_confusion_csv"]
 
 # ScanNet's conventional colours of its 20 benchmark classes (wall ... otherfurniture), as used by its tools.
@@ -178,4 +179,25 @@ def write_confusion_csv(path: str | Path, cm: np.ndarray, class_names: Sequence[
     for actual, predicted in zip(*np.nonzero(counts)):
         row = [class_names[actual], class_names[predicted]]
         writer.writerows([row] * int(counts[actual, predicted]))
+    return atomic_write_text(path, buffer.getvalue())
+
+
+def write_per_class_csv(path: str | Path, metrics: dict) -> Path:
+    """``class,iou,acc,ap`` rows for the per-class bar charts of ``dvc plots show``.
+
+    Classes that never occur (no ground truth, never predicted: IoU undefined) get no row, so that a 20-class
+    label space scored on a 12-class scene set draws 12 bars; an undefined single value is an empty cell.
+    """
+    iou, acc = metrics["per_class_iou"], metrics["per_class_acc"]
+    ap = metrics.get("per_class_ap") or {}
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["class", "iou", "acc", "ap"])
+
+    def cell(value) -> str:
+        return "" if value is None or not np.isfinite(value) else f"{float(value):.6g}"
+
+    for name, value in iou.items():
+        if value is not None and np.isfinite(value):
+            writer.writerow([name, cell(value), cell(acc.get(name)), cell(ap.get(name))])
     return atomic_write_text(path, buffer.getvalue())

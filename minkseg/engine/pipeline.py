@@ -5,13 +5,14 @@ engine lives in one tested place. Paths are relative to the repository root (DVC
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -20,12 +21,12 @@ from minkseg.atomic import atomic_write_json, atomic_write_text, check_writable
 from minkseg.config import Params
 from minkseg.engine import distributed
 from minkseg.engine.errors import EngineError
-from minkseg.engine.evaluator import Evaluator, write_evaluation
+from minkseg.engine.evaluator import HEADLINE_FROM_TRAINING, Evaluator, headline_metrics, write_evaluation
 from minkseg.engine.lineage import RAW_RECORD, RECORD_KEY, check_chain, make_record
 from minkseg.engine.modelfile import load_model_file, save_model_file
 from minkseg.engine.predictor import voting_rotations
 from minkseg.engine.runtime import current_governor
-from minkseg.engine.tracking import check_store, default_tracking_uri, flatten_metrics, make_tracker
+from minkseg.engine.tracking import Tracker, check_store, default_tracking_uri, flatten_metrics, make_tracker
 from minkseg.engine.trainer import Trainer, seed_everything
 
 log = logging.getLogger(__name__)
@@ -243,16 +244,18 @@ def run_train(params: Params, paths: PipelinePaths = PipelinePaths(), progress: 
     seed_everything(params.base.seed)  # the initial weights are part of "same params, same result"
     model = build_network(params)
 
-    def tracker(run_id: str | None):
+    def tracker(run_id: str | None):  # called by fit() once it knows whether it resumes an MLflow run
         return make_tracker(params.mlflow, stage="train", log_params=params.flat(), run_id=run_id,
-                            is_main=dist.is_main)
+                            is_main=dist.is_main, workdir=paths.root, model=params.train.model,
+                            dataset=params.base.dataset, device=_device_tag(trainer.device))
 
     trainer = Trainer.from_params(params, model, train_dataset=train_set, collate_fn=collate,
                                   num_classes=spec.num_classes, val_dataset=val_set, class_names=spec.class_names,
                                   checkpoint_dir=paths.checkpoints, curves_dir=paths.metrics, tracker=tracker,
                                   progress=progress, class_weights=weights, fingerprint=resume_fingerprint)
     start = time.perf_counter()
-    result = trainer.fit()
+    with _finished_on_error(trainer):
+        result = trainer.fit()
     summary = {"best_val_miou": result.best_miou, "best_iteration": result.best_iteration,
                "iterations": result.iterations, "resumed_from": result.resumed_from,
                "train_seconds": round(time.perf_counter() - start, 1),
@@ -260,15 +263,38 @@ def run_train(params: Params, paths: PipelinePaths = PipelinePaths(), progress: 
                # > 0: the governor gave up threads to a busy neighbour, so the run is not bit-identical to a quiet one
                "cpu_thread_changes": governor.changes if (governor := current_governor()) is not None else 0}
     if dist.is_main:
-        state = result.best_state if result.best_state is not None else result.last_state
-        save_trained_model(paths.model, state, params, made_by)
-        atomic_write_json(paths.metrics / "train.json", summary)
-        if result.tracking_run_id:
-            final = make_tracker(params.mlflow, stage="train", run_id=result.tracking_run_id)
-            final.log_metrics({f"train.{k}": float(v) for k, v in summary.items() if isinstance(v, (int, float))})
-            final.log_artifact(paths.model)
-            final.finish()
+        tracker = trainer.tracker or Tracker()
+        with tracker:  # ends the run (and its pipeline run) now, FAILED if saving fails
+            state = result.best_state if result.best_state is not None else result.last_state
+            save_trained_model(paths.model, state, params, made_by)
+            atomic_write_json(paths.metrics / "train.json", summary)
+            numbers = {key: float(value) for key, value in summary.items()
+                       if isinstance(value, (int, float)) and not isinstance(value, bool)}
+            tracker.log_metrics({f"train.{key}": value for key, value in numbers.items()})
+            tracker.log_summary({key: numbers[source] for key, source in HEADLINE_FROM_TRAINING.items()
+                                 if source in numbers})
+            uri = tracker.log_model(paths.model, model_description(params))
+            if uri:
+                log.info("MLflow model %s (register: mlflow.register_model('%s', 'minkseg'))", uri, uri)
     return summary
+
+
+@contextlib.contextmanager
+def _finished_on_error(trainer: Trainer) -> Iterator[None]:
+    """Ends the trainer's MLflow run (and its pipeline run) as FAILED / KILLED when training raises."""
+    try:
+        yield
+    except BaseException as exc:
+        if trainer.tracker is not None:
+            trainer.tracker.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+
+
+def _device_tag(device: torch.device) -> str:
+    """``cpu`` or ``cuda:0 (NVIDIA H200)``: the device a run used, as a tag."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
 
 
 def _check_tracking_store(params: Params) -> None:
@@ -281,6 +307,14 @@ def save_trained_model(path: Path, state: Mapping[str, torch.Tensor], params: Pa
                        made_by: Mapping[str, Any] | None = None) -> Path:
     """Weights plus what is needed to rebuild the network and to use it on new scans (format: modelfile), and what
     made them (params and inputs, checked by evaluate)."""
+    description = model_description(params)
+    if made_by is not None:
+        description[RECORD_KEY] = dict(made_by)
+    return save_model_file(path, state, description)
+
+
+def model_description(params: Params) -> dict[str, Any]:
+    """Everything the model file records besides the weights (see minkseg.engine.modelfile)."""
     spec = _dataset_spec(params)
     v, e = params.voxelize, params.evaluate
     from minkseg.data.samples import is_temporal
@@ -297,9 +331,7 @@ def save_trained_model(path: Path, state: Mapping[str, torch.Tensor], params: Pa
                    "temporal_numseq": int(v.temporal_numseq) if temporal else 1,
                    "temporal_dilation": int(v.temporal_dilation) if temporal else 1,
                    "ignore_label": int(params.base.ignore_label)}
-    if made_by is not None:
-        description[RECORD_KEY] = dict(made_by)
-    return save_model_file(path, state, description)
+    return description
 
 
 load_trained_model = load_model_file  # the stage-facing name (the evaluate stage and the tests use it)
@@ -360,21 +392,29 @@ def run_evaluate(params: Params, paths: PipelinePaths = PipelinePaths(), progres
     _check_model_fits_dataset(paths.model, payload, params)
     check_chain(params, {**_records(paths, ("download", "preprocess", "voxelize")),
                          "train": (str(paths.model), payload.get(RECORD_KEY))})
+    training = read_training_summary(paths.metrics / "train.json")
     evaluator = Evaluator.from_params(params, model, num_classes=int(payload["num_classes"]),
                                       class_names=payload["class_names"])
-    result = evaluator.evaluate(_VotingScenes(params, paths), export_dir=paths.predictions,
-                                export_count=params.evaluate.export_count, progress=progress)
-    paths.predictions.mkdir(parents=True, exist_ok=True)
-    written = write_evaluation(result, metrics_path=paths.metrics / "eval.json",
-                               confusion_csv_path=paths.metrics / "confusion.csv",
-                               confusion_png_path=paths.metrics / "confusion.png",
-                               class_names=payload["class_names"])
-    tracker = make_tracker(params.mlflow, stage="evaluate", log_params=params.flat())
-    tracker.log_metrics(flatten_metrics(result.metrics))
-    for path in written:
-        if Path(path).suffix == ".png":
-            tracker.log_artifact(path)
-    tracker.finish()
+    tracker = make_tracker(params.mlflow, stage="evaluate", log_params=params.flat(), workdir=paths.root,
+                           model=params.train.model, dataset=params.base.dataset,
+                           device=_device_tag(evaluator.device))
+    with tracker:  # ends the run (and its pipeline run) when the stage ends, FAILED if it fails
+        start = time.perf_counter()
+        result = evaluator.evaluate(_VotingScenes(params, paths), export_dir=paths.predictions,
+                                    export_count=params.evaluate.export_count, progress=progress)
+        paths.predictions.mkdir(parents=True, exist_ok=True)
+        written = write_evaluation(result, metrics_path=paths.metrics / "eval.json",
+                                   per_class_path=paths.metrics / "per_class.csv",
+                                   confusion_csv_path=paths.metrics / "confusion.csv",
+                                   confusion_png_path=paths.metrics / "confusion.png",
+                                   class_names=payload["class_names"], training=training)
+        tracker.log_metrics({**flatten_metrics(result.metrics),
+                             "eval/seconds": round(time.perf_counter() - start, 1)})
+        tracker.log_summary({key: value for key, value in headline_metrics(result.metrics, training).items()
+                             if isinstance(value, (int, float))})
+        for path in written:
+            if Path(path).suffix == ".png":
+                tracker.log_artifact(path)
     return result.metrics
 
 
@@ -429,4 +469,19 @@ def run_submit(params: Params, paths: PipelinePaths = PipelinePaths(), progress:
                    "vertices": int(sum(lines.values())), "validated": True,
                    "rotation_angles": list(predictor.voting_angles)}
         atomic_write_json(staging / "summary.json", summary)
+    return summary
+
+
+def read_training_summary(path: Path) -> dict[str, Any] | None:
+    """The train stage's ``metrics/train.json`` (its numbers head the evaluation's metrics file); None when the
+    model was trained elsewhere and the file is absent."""
+    try:
+        summary = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        log.info("%s not found: the metrics file will hold the evaluation's numbers only", path)
+        return None
+    except (OSError, ValueError) as exc:
+        raise EngineError(f"{path}: unreadable ({exc}); re-run the train stage (dvc repro -f train)") from None
+    if not isinstance(summary, dict):
+        raise EngineError(f"{path}: not a JSON object; re-run the train stage (dvc repro -f train)")
     return summary

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from minkseg.atomic import atomic_write_text
@@ -41,7 +41,7 @@ from minkseg.engine.sampling import EpochOrder, ResumableBatchSampler, SeededDat
 from minkseg.engine.schedules import make_schedule, set_learning_rate
 from minkseg.metrics import confusion_matrix, summarize
 
-__all__ = ["Trainer", "TrainResult", "sparse_input", "logits_of", "resolve_device", "seed_everything",
+__all__ = ["Trainer", "TrainResult", "CURVE_FILES", "sparse_input", "logits_of", "resolve_device", "seed_everything",
            "configure_determinism", "rng_guard", "unwrap", "write_curves"]
 
 log = logging.getLogger(__name__)
@@ -133,13 +133,18 @@ def _csv_text(rows: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> str:
     return buffer.getvalue()
 
 
+CURVE_FILES = {"train": ("train.csv", ["step", "loss", "lr"]),
+               "val": ("val.csv", ["step", "miou", "oa", "macc"]),
+               "val_subset": ("val_subset.csv", ["step", "miou", "oa", "macc"])}
+"""Curve name -> (file in the curves directory, columns): what `dvc plots` draws."""
+
+
 def write_curves(directory: str | Path, curves: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[Path]:
-    """Training curves as ``train.csv`` (step, loss, lr) and ``val.csv`` (step, miou, oa, macc), for `dvc plots`."""
+    """Training curves as ``train.csv`` (step, loss, lr), ``val.csv`` (full validations) and ``val_subset.csv``
+    (the cheap validations on a fixed subset of scenes), each ``step, miou, oa, macc``, for `dvc plots`."""
     directory = Path(directory)
-    written = [atomic_write_text(directory / "train.csv", _csv_text(curves.get("train", []), ["step", "loss", "lr"]))]
-    written.append(atomic_write_text(directory / "val.csv",
-                                     _csv_text(curves.get("val", []), ["step", "miou", "oa", "macc"])))
-    return written
+    return [atomic_write_text(directory / name, _csv_text(curves.get(key, []), columns))
+            for key, (name, columns) in CURVE_FILES.items()]
 
 
 def _out_of_memory(when: str, batch: Mapping[str, Any], fix: str) -> EngineError:
@@ -184,7 +189,7 @@ class Trainer:
     ``minkseg.sparse.SparseTensor``); the model returns logits ``[N, num_classes]`` as a tensor or a
     SparseTensor. ``checkpoint_dir`` holds ``last.pt``/``best.pt`` and is resumed from when its fingerprint
     (``fingerprint`` -- e.g. ``Params.fingerprint()`` -- plus seed, class count, dataset size and world size)
-    matches. ``curves_dir`` receives ``train.csv``/``val.csv``. ``tracker`` is a :class:`Tracker` or a factory
+    matches. ``curves_dir`` receives the :data:`CURVE_FILES`. ``tracker`` is a :class:`Tracker` or a factory
     ``run_id | None -> Tracker`` (called in :meth:`fit` with the run id of a resumed checkpoint).
     ``on_iteration_end(iteration)`` is a hook (tests use it to simulate a kill).
     """
@@ -258,15 +263,15 @@ class Trainer:
             num_workers=params.num_workers, persistent_workers=params.num_workers > 0,
             pin_memory=self.device.type == "cuda", generator=torch.Generator().manual_seed(seed))
         self.val_loader = None
+        self.val_subset_loader = None
         if val_dataset is not None:
             if len(val_dataset) == 0:
                 raise EngineError("the validation set is empty; check the dataset split or pass no val_dataset")
-            self.val_loader = DataLoader(
-                val_dataset, batch_size=params.val_batch_size,
-                sampler=ShardSampler(len(val_dataset), self.dist.world_size, self.dist.rank),
-                collate_fn=val_collate_fn or collate_fn, num_workers=params.num_workers,
-                persistent_workers=params.num_workers > 0, pin_memory=self.device.type == "cuda",
-                generator=torch.Generator().manual_seed(seed))
+            self.val_loader = self._val_loader(val_dataset, val_collate_fn or collate_fn)
+            if params.val_subset_every:
+                # The first scenes, always the same ones, so that the points of the curve compare with each other.
+                subset = Subset(val_dataset, range(min(params.val_subset_scenes, len(val_dataset))))
+                self.val_subset_loader = self._val_loader(subset, val_collate_fn or collate_fn)
         self.fingerprint = self._fingerprint(fingerprint)
 
         self.iteration = 0
@@ -274,7 +279,7 @@ class Trainer:
         self.best_miou: float | None = None
         self.best_iteration: int | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
-        self.curves: dict[str, list[dict[str, Any]]] = {"train": [], "val": []}
+        self.curves: dict[str, list[dict[str, Any]]] = {key: [] for key in CURVE_FILES}
         self._resumed_run_id: str | None = None
 
     @classmethod
@@ -288,6 +293,14 @@ class Trainer:
         return cls(model, params.train, **kwargs)
 
     # -- construction helpers -------------------------------------------------------------------------------
+
+    def _val_loader(self, dataset: Any, collate_fn: Callable[[list[Any]], Mapping[str, Any]]) -> DataLoader:
+        return DataLoader(
+            dataset, batch_size=self.params.val_batch_size,
+            sampler=ShardSampler(len(dataset), self.dist.world_size, self.dist.rank),
+            collate_fn=collate_fn, num_workers=self.params.num_workers,
+            persistent_workers=self.params.num_workers > 0, pin_memory=self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(self.seed))
 
     def _resolve_amp(self, amp: str) -> str:
         if amp == "none":
@@ -424,16 +437,19 @@ class Trainer:
     # -- validation -----------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def validate(self) -> dict[str, Any]:
-        """Voxel-level metrics on the validation set (confusion matrices summed over ranks)."""
-        if self.val_loader is None:
-            raise EngineError("validate() needs a val_dataset")
+    def validate(self, subset: bool = False) -> dict[str, Any]:
+        """Voxel-level metrics on the validation set, or on its fixed subset (confusion matrices summed over
+        ranks). Runs in eval mode under :func:`rng_guard`, so it changes neither the weights, the batch-norm
+        statistics nor the random streams of the training: validating more often never changes the result."""
+        loader = self.val_subset_loader if subset else self.val_loader
+        if loader is None:
+            raise EngineError("validate() needs a val_dataset" + (" and train.val_subset_every > 0" if subset else ""))
         model = unwrap(self.model)
         was_training = model.training
         model.eval()
         confusion = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
         with rng_guard():
-            for batch in self.val_loader:
+            for batch in loader:
                 labels = self._labels(batch)
                 try:
                     with self._autocast():
@@ -495,7 +511,7 @@ class Trainer:
         self.batches_seen = int(state["data"]["batches_seen"])
         self.best_miou = state["best"]["miou"]
         self.best_iteration = state["best"]["iteration"]
-        self.curves = {key: list(rows) for key, rows in state["curves"].items()}
+        self.curves = {key: list(state["curves"].get(key, [])) for key in CURVE_FILES}
         best = self.store.load_best()
         if best is not None and self.best_iteration is not None:
             if best.get("meta", {}).get("fingerprint") != self.fingerprint:
@@ -519,15 +535,18 @@ class Trainer:
         if self.tracker is not None:
             self.tracker.log_metrics({"train/loss": loss, "train/lr": lr}, step=self.iteration)
 
+    def _record_validation(self, curve: str, metrics: Mapping[str, Any]) -> None:
+        row = {"step": self.iteration, "miou": metrics["miou"], "oa": metrics["oa"], "macc": metrics["macc"]}
+        self.curves[curve].append(row)
+        if self.tracker is not None:
+            self.tracker.log_metrics({f"{curve}/{key}": value for key, value in row.items()
+                                      if key != "step" and value is not None and math.isfinite(value)},
+                                     step=self.iteration)
+
     def _run_validation(self) -> dict[str, Any]:
         metrics = self.validate()
         miou = metrics["miou"]
-        row = {"step": self.iteration, "miou": miou, "oa": metrics["oa"], "macc": metrics["macc"]}
-        self.curves["val"].append(row)
-        if self.tracker is not None:
-            self.tracker.log_metrics({f"val/{key}": value for key, value in row.items()
-                                      if key != "step" and value is not None and math.isfinite(value)},
-                                     step=self.iteration)
+        self._record_validation("val", metrics)
         if not math.isnan(miou) and (self.best_miou is None or miou > self.best_miou):
             self.best_miou, self.best_iteration = miou, self.iteration
             self.best_state = _cpu_state(self.model)
@@ -567,6 +586,8 @@ class Trainer:
                         bar.set_postfix(loss=f"{self.curves['train'][-1]['loss']:.4f}", lr=f"{lr:.2e}",
                                         refresh=False)
                     window_loss, window_count = torch.zeros((), device=self.device), 0
+                if self.val_subset_loader is not None and (self.iteration % p.val_subset_every == 0 or last):
+                    self._record_validation("val_subset", self.validate(subset=True))
                 if self.val_loader is not None and ((p.val_every and self.iteration % p.val_every == 0) or last):
                     metrics = self._run_validation()
                     if self.progress:

@@ -67,23 +67,26 @@ def test_binary_ply_gets_the_evaluators_labels_at_its_own_points(workspace, expe
     assert any("0 wall, 1 floor" in comment for comment in out.comments)
 
 
-def test_ascii_mesh_with_faces_keeps_them(workspace, expected, tmp_path, capsys):
+@pytest.mark.parametrize("binary", [False, True], ids=["ascii", "binary"])
+def test_mesh_with_faces_keeps_them(workspace, expected, tmp_path, capsys, binary):
+    """A mesh of quads and triangles (the first face a quad: binary faces are memory-mapped at its length first)."""
     name, mesh = val_mesh(workspace, 1)
     vertex = read_ply_file(mesh).vertex
-    faces = np.empty(3, dtype=[("vertex_indices", "O")])
-    faces["vertex_indices"] = [np.array([0, 1, 2], np.int32), np.array([2, 3, 4], np.int32),
-                               np.array([5, 6, 7], np.int32)]
-    source = tmp_path / "room_ascii.ply"
-    write_ply_file(source, {"vertex": vertex, "face": faces}, binary=False)
-    assert source.read_bytes().startswith(b"ply\nformat ascii 1.0")
+    face_list = [[0, 1, 2, 3], [2, 3, 4], [5, 6, 7]]
+    faces = np.empty(len(face_list), dtype=[("vertex_indices", "O")])
+    faces["vertex_indices"] = [np.array(face, np.int32) for face in face_list]
+    source = tmp_path / "room.ply"
+    write_ply_file(source, {"vertex": vertex, "face": faces}, binary=binary)
+    fmt = "binary_little_endian" if binary else "ascii"
+    assert source.read_bytes().startswith(f"ply\nformat {fmt} 1.0".encode())
     code, err = predict(workspace, capsys, source, "-o", tmp_path / "out")
     assert code == 0, err
-    out = read_ply_file(tmp_path / "out" / "room_ascii.ply")
+    out = read_ply_file(tmp_path / "out" / "room.ply")
     assert_same_points(read_ply_file(source).vertex, out.vertex)
     np.testing.assert_array_equal(out.vertex["label"], np.load(expected / f"{name}.npy"))
-    for file in ("room_ascii.ply", "room_ascii_labels.ply"):
+    for file in ("room.ply", "room_labels.ply"):
         kept = read_ply_file(tmp_path / "out" / file).elements["face"]["vertex_indices"]
-        assert [list(f) for f in kept] == [[0, 1, 2], [2, 3, 4], [5, 6, 7]]
+        assert [list(f) for f in kept] == face_list
 
 
 def test_npy_txt_and_folder_inputs(workspace, expected, tmp_path, capsys, caplog):

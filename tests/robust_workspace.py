@@ -104,6 +104,14 @@ def error_line(stderr: str, stage: str) -> str:
     return lines[0]
 
 
+def accepted(root: Path, stage: str, capsys, monkeypatch) -> str:
+    """Run a stage that must succeed: exit 0 and nothing partial left behind; returns its stderr (warnings)."""
+    code, stderr = run_stage_here(root, stage, capsys, monkeypatch)
+    assert code == 0, stderr
+    assert leftovers(root) == []
+    return stderr
+
+
 def refused(root: Path, stage: str, capsys, monkeypatch) -> str:
     """Run a stage that must refuse: exit 2, one error line, outputs and inputs unchanged, nothing partial."""
     before = snapshot(root)

@@ -40,22 +40,25 @@ def test_round_trip_every_type(tmp_path, binary, big_endian):
                              (False, False): "ascii"}[(binary, big_endian)]
 
 
-def _mesh_bytes(fmt: str, faces_first: bool) -> tuple[bytes, np.ndarray]:
+def _mesh_bytes(fmt: str, faces_first: bool, faces: list[list[int]] = ([0, 1, 2], [1, 2, 3]),
+                newline: str = "\r\n") -> tuple[bytes, np.ndarray]:
+    """A 4-vertex mesh written by hand (not by plyfile), faces of any lengths (triangles, quads). With ``\\n``
+    line ends in the header, binary faces go through the memory-mapped path; ``\\r\\n`` headers do not."""
     xyz = np.arange(12, dtype=np.float32).reshape(4, 3)
-    faces = np.array([[0, 1, 2], [1, 2, 3]], dtype=np.int32)
+    faces = [np.array(face, dtype=np.int32) for face in faces]
     vertex_header = "element vertex 4\nproperty float x\nproperty float y\nproperty float z\n"
-    face_header = "element face 2\nproperty list uchar int vertex_indices\n"
-    head = f"ply\r\nformat {fmt} 1.0\r\ncomment made by hand\r\n"
+    face_header = f"element face {len(faces)}\nproperty list uchar int vertex_indices\n"
+    head = f"ply{newline}format {fmt} 1.0{newline}comment made by hand{newline}"
     head += (face_header + vertex_header) if faces_first else (vertex_header + face_header)
     head += "end_header\n"
     if fmt == "ascii":
         vtx = "".join(" ".join(str(v) for v in row) + "\n" for row in xyz)
-        fcs = "".join("3 " + " ".join(str(v) for v in row) + "\n" for row in faces)
+        fcs = "".join(f"{len(row)} " + " ".join(str(v) for v in row) + "\n" for row in faces)
         body = (fcs + vtx) if faces_first else (vtx + fcs)
         return head.encode() + body.encode(), xyz
     order = "<" if fmt == "binary_little_endian" else ">"
     vtx = xyz.astype(order + "f4").tobytes()
-    fcs = b"".join(np.array([3], "u1").tobytes() + row.astype(order + "i4").tobytes() for row in faces)
+    fcs = b"".join(np.array([len(row)], "u1").tobytes() + row.astype(order + "i4").tobytes() for row in faces)
     return head.encode() + ((fcs + vtx) if faces_first else (vtx + fcs)), xyz
 
 
@@ -146,3 +149,40 @@ def test_whole_file_keeps_faces_and_round_trips(tmp_path, fmt, faces_first):
     again = read_ply_file(tmp_path / "out.ply")
     np.testing.assert_array_equal(again.vertex, mesh.vertex)
     assert [list(f) for f in again.elements["face"]["vertex_indices"]] == [[0, 1, 2], [1, 2, 3]]
+
+
+MIXED_FACES = {"quad first": [[0, 1, 2, 3], [0, 1, 2], [1, 2, 3]],
+               "triangle first": [[0, 1, 2], [0, 1, 2, 3], [1, 2, 3]]}
+
+
+@pytest.mark.parametrize("fmt", ["ascii", "binary_little_endian", "binary_big_endian"])
+@pytest.mark.parametrize("faces_first", [False, True])
+@pytest.mark.parametrize("order", sorted(MIXED_FACES))
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_mixed_quads_and_triangles_are_read(tmp_path, fmt, faces_first, order, newline):
+    """List lengths that vary from row to row (a quad among triangles): the first row's lengths are only a guess."""
+    from minkseg.data.ply import read_ply_file
+
+    faces = MIXED_FACES[order]
+    data, xyz = _mesh_bytes(fmt, faces_first, faces, newline)
+    path = tmp_path / "mesh.ply"
+    path.write_bytes(data)
+    mesh = read_ply_file(path)
+    np.testing.assert_array_equal(np.stack([mesh.vertex[a] for a in "xyz"], 1), xyz)
+    assert [list(f) for f in mesh.elements["face"]["vertex_indices"]] == faces
+    np.testing.assert_array_equal(np.stack([read_ply(path)[a] for a in "xyz"], 1), xyz)
+
+
+@pytest.mark.parametrize("order", sorted(MIXED_FACES))
+@pytest.mark.parametrize("uniform", [False, True])
+def test_truncated_mesh_faces_are_still_refused(tmp_path, order, uniform):
+    """The row-by-row fallback does not hide a file that really ends early: it reports the rows that are there."""
+    from minkseg.data.ply import read_ply_file
+
+    data, _ = _mesh_bytes("binary_little_endian", False, [[0, 1, 2]] * 3 if uniform else MIXED_FACES[order], "\n")
+    path = tmp_path / "mesh.ply"
+    path.write_bytes(data[:-5])  # the last face loses its last 5 bytes
+    with pytest.raises(DataError) as info:
+        read_ply_file(path)
+    assert str(info.value) == (f"{path}: truncated PLY: element 'face' has 2 of 3 rows; re-export or re-download "
+                               "the file")

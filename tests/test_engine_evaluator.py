@@ -11,9 +11,10 @@ import pytest
 import torch
 from torch import nn
 
+from minkseg.data.datasets import rotation_matrix
 from minkseg.engine import EngineError, Evaluator, write_evaluation
-from minkseg.engine.evaluator import rotate_points, rotation_matrix
-from minkseg.engine.export import confusion_rows, palette, write_ply
+from minkseg.engine.evaluator import rotate_points
+from minkseg.engine.export import confusion_rows, palette, write_point_cloud
 from minkseg.metrics import confusion_matrix, summarize
 from tests.engine_toys import dense_input
 
@@ -88,9 +89,9 @@ def test_rotation_voting_averages_softmax_over_angles_and_keeps_time():
 def test_rotation_geometry():
     points = np.array([[0, 0, 0], [2, 0, 0], [0, 2, 0]], dtype=np.float64)
     np.testing.assert_allclose(rotate_points(points, 90, "z")[1], [2, 2, 0], atol=1e-12)
-    np.testing.assert_allclose(rotation_matrix(90, "z") @ [1, 0, 0], [0, 1, 0], atol=1e-12)
-    np.testing.assert_allclose(rotation_matrix(90, "x") @ [0, 1, 0], [0, 0, 1], atol=1e-12)
-    np.testing.assert_allclose(rotation_matrix(90, "y") @ [0, 0, 1], [1, 0, 0], atol=1e-12)
+    np.testing.assert_allclose(rotation_matrix("z", 90) @ [1, 0, 0], [0, 1, 0], atol=1e-12)
+    np.testing.assert_allclose(rotation_matrix("x", 90) @ [0, 1, 0], [0, 0, 1], atol=1e-12)
+    np.testing.assert_allclose(rotation_matrix("y", 90) @ [0, 0, 1], [1, 0, 0], atol=1e-12)
     assert rotate_points(points, 360, "z") is points
 
 
@@ -184,7 +185,7 @@ def test_confusion_plot_rows_keep_proportions_when_downsampled(tmp_path):
     assert counts.sum() == 10_000
     np.testing.assert_allclose(counts, cm * 10_000 / cm.sum(), atol=1.0)
     np.testing.assert_array_equal(confusion_rows(np.array([[2, 1], [0, 3]]), 10), [[2, 1], [0, 3]])
-    write_ply(tmp_path / "p.ply", np.zeros((2, 3)), np.zeros((2, 3), dtype=np.uint8))
+    write_point_cloud(tmp_path / "p.ply", np.zeros((2, 3)), np.zeros((2, 3), dtype=np.uint8))
     assert (tmp_path / "p.ply").read_bytes().count(b"property") == 6
 
 

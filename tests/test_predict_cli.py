@@ -11,6 +11,7 @@ import torch
 from minkseg.data.ply import encode_ply, read_ply_file, write_ply_file
 from minkseg.engine.export import palette
 from minkseg.engine.predict import main, window_of
+from minkseg.engine.runtime import configure_cpu_runtime
 from tests.robust_workspace import REPO, child_env, evaluator_predictions, shared_workspace
 
 
@@ -30,14 +31,18 @@ def val_mesh(workspace, index: int = 0):
     return name, workspace / "data" / "raw" / "scans" / name / f"{name}_vh_clean_2.ply"
 
 
+@pytest.fixture(autouse=True)
+def cpu_runtime_restored():
+    """The command starts the thread governor (as the stages do); it must not outlive the test in this session."""
+    threads = torch.get_num_threads()
+    yield
+    configure_cpu_runtime(threads)
+
+
 def predict(workspace, capsys, *args: str) -> tuple[int, str]:
     capsys.readouterr()
-    threads = torch.get_num_threads()
-    try:
-        code = main(["predict", "--model", str(workspace / "models" / "model.pt"), "--device", "cpu",
-                     "--no-progress", *map(str, args)])
-    finally:
-        torch.set_num_threads(threads)
+    code = main(["predict", "--model", str(workspace / "models" / "model.pt"), "--device", "cpu",
+                 "--no-progress", *map(str, args)])
     return code, capsys.readouterr().err
 
 
@@ -67,23 +72,26 @@ def test_binary_ply_gets_the_evaluators_labels_at_its_own_points(workspace, expe
     assert any("0 wall, 1 floor" in comment for comment in out.comments)
 
 
-def test_ascii_mesh_with_faces_keeps_them(workspace, expected, tmp_path, capsys):
+@pytest.mark.parametrize("binary", [False, True], ids=["ascii", "binary"])
+def test_mesh_with_faces_keeps_them(workspace, expected, tmp_path, capsys, binary):
+    """A mesh of quads and triangles (the first face a quad: binary faces are memory-mapped at its length first)."""
     name, mesh = val_mesh(workspace, 1)
     vertex = read_ply_file(mesh).vertex
-    faces = np.empty(3, dtype=[("vertex_indices", "O")])
-    faces["vertex_indices"] = [np.array([0, 1, 2], np.int32), np.array([2, 3, 4], np.int32),
-                               np.array([5, 6, 7], np.int32)]
-    source = tmp_path / "room_ascii.ply"
-    write_ply_file(source, {"vertex": vertex, "face": faces}, binary=False)
-    assert source.read_bytes().startswith(b"ply\nformat ascii 1.0")
+    face_list = [[0, 1, 2, 3], [2, 3, 4], [5, 6, 7]]
+    faces = np.empty(len(face_list), dtype=[("vertex_indices", "O")])
+    faces["vertex_indices"] = [np.array(face, np.int32) for face in face_list]
+    source = tmp_path / "room.ply"
+    write_ply_file(source, {"vertex": vertex, "face": faces}, binary=binary)
+    fmt = "binary_little_endian" if binary else "ascii"
+    assert source.read_bytes().startswith(f"ply\nformat {fmt} 1.0".encode())
     code, err = predict(workspace, capsys, source, "-o", tmp_path / "out")
     assert code == 0, err
-    out = read_ply_file(tmp_path / "out" / "room_ascii.ply")
+    out = read_ply_file(tmp_path / "out" / "room.ply")
     assert_same_points(read_ply_file(source).vertex, out.vertex)
     np.testing.assert_array_equal(out.vertex["label"], np.load(expected / f"{name}.npy"))
-    for file in ("room_ascii.ply", "room_ascii_labels.ply"):
+    for file in ("room.ply", "room_labels.ply"):
         kept = read_ply_file(tmp_path / "out" / file).elements["face"]["vertex_indices"]
-        assert [list(f) for f in kept] == [[0, 1, 2], [2, 3, 4], [5, 6, 7]]
+        assert [list(f) for f in kept] == face_list
 
 
 def test_npy_txt_and_folder_inputs(workspace, expected, tmp_path, capsys, caplog):
@@ -124,7 +132,8 @@ def _bad_inputs(tmp_path, workspace):
         "missing": ([tmp_path / "nope.ply"], "nope.ply: no such file or folder; check the path"),
         "not a ply": ([tmp_path / "fake.ply"], "fake.ply: not a PLY file (the first line must be 'ply')"),
         "empty": ([tmp_path / "empty.npy"], "empty.npy: the cloud has no points; nothing to segment"),
-        "nan": ([tmp_path / "nan.npy"], "nan.npy: 1 of "),
+        "nan": ([tmp_path / "nan.npy"], f"{tmp_path / 'nan.npy'}: 1 of {len(xyz)} points have NaN/inf coordinates "
+                                        "(first: row 7); remove those rows (or fix the export) and re-run"),
         "millimetres": ([tmp_path / "mm.ply"], "the coordinates look like millimetres: rescale them to metres "
                                                "(minkseg predict --scale 0.001"),
         "other project": ([mesh, "--model", tmp_path / "other_project.pt"],
@@ -141,7 +150,53 @@ def test_bad_input_is_one_line_exit_2_and_no_output(workspace, tmp_path, capsys,
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if line.startswith("minkseg predict: error: ")]
     assert len(lines) == 1 and message in lines[0], err
+    if case == "nan":
+        assert lines[0] == f"minkseg predict: error: {message}"
     assert not out.exists() or not list(out.iterdir())
+
+
+def test_bad_inputs_do_not_stop_the_good_ones(workspace, tmp_path, capsys):
+    """A missing path, an empty folder and a name another input already writes: one line each, counted as failed
+    (exit 2), and the good input is still predicted."""
+    _, mesh = val_mesh(workspace)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "again").mkdir()
+    (tmp_path / "again" / mesh.name).write_bytes(mesh.read_bytes())
+    out = tmp_path / "out"
+    code, err = predict(workspace, capsys, tmp_path / "nope.ply", mesh, tmp_path / "empty", tmp_path / "again",
+                        "--voting-angles", "0", "-o", out)
+    assert code == 2 and "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("minkseg predict: error: ")]
+    assert errors == [
+        f"minkseg predict: error: {tmp_path / 'nope.ply'}: no such file or folder; check the path",
+        f"minkseg predict: error: {tmp_path / 'empty'}: no .ply, .npy or .txt files in this folder",
+        f"minkseg predict: error: {tmp_path / 'again' / mesh.name}: would be written as {mesh.stem}.ply like {mesh}, "
+        "so it is skipped; predict it into a different output folder (-o)"], err
+    assert sorted(p.name for p in out.iterdir()) == [mesh.name, f"{mesh.stem}_labels.ply"]
+    assert len(read_ply_file(out / mesh.name).vertex) == len(read_ply_file(mesh).vertex)
+
+
+def test_progress_bar_on_request(workspace, tmp_path, capsys, monkeypatch):
+    """MINKSEG_PROGRESS=1 shows the bar over inputs on stderr even when it is not a terminal (and over --no-progress:
+    the variable is how logs of CI runs ask for it)."""
+    _, mesh = val_mesh(workspace)
+    monkeypatch.setenv("MINKSEG_PROGRESS", "1")
+    code, err = predict(workspace, capsys, mesh, "--voting-angles", "0", "-o", tmp_path)
+    assert code == 0, err
+    assert "predict:" in err and "100%" in err and "1/1" in err, err
+
+
+def test_runs_under_the_stages_cpu_runtime(workspace, tmp_path, capsys, monkeypatch):
+    """The command sets the CPU runtime (thread governor, allocator) as the stages do with the default
+    base.num_threads (0: threads follow the free cores)."""
+    from minkseg.engine import predict as command
+
+    calls = []
+    monkeypatch.setattr(command, "configure_cpu_runtime", calls.append)
+    _, mesh = val_mesh(workspace)
+    code, err = predict(workspace, capsys, mesh, "--voting-angles", "0", "-o", tmp_path)
+    assert code == 0, err
+    assert calls == [0]
 
 
 def test_millimetres_rescaled_give_the_metre_labels(workspace, tmp_path, capsys):

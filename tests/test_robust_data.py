@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from minkseg.data.ply import read_ply, write_ply
-from tests.robust_workspace import (copy_workspace, edit_params, error_line, leftovers, refused, run_stage_here,
+from tests.robust_workspace import (accepted, copy_workspace, edit_params, error_line, refused, run_stage_here,
                                     shared_workspace, snapshot)
 
 TRAIN_SCENE = "scene0001_00"  # one of the three training scenes of the tiny workspace
@@ -50,12 +50,6 @@ def rewrite(root: Path, scene: str, edit, **encoding) -> None:
     mesh, labels = edit(dict(mesh), dict(labels))
     write_ply(mesh_path(root, scene), mesh, **encoding)
     write_ply(labels_path(root, scene), labels, **encoding)
-
-
-def accepted(root: Path, stage: str, capsys, monkeypatch) -> None:
-    code, stderr = run_stage_here(root, stage, capsys, monkeypatch)
-    assert code == 0, stderr
-    assert leftovers(root) == []
 
 
 def preprocessed(root: Path, scene: str, split: str = "train"):

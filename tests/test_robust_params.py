@@ -62,7 +62,8 @@ def test_every_stage_refuses_bad_params_and_keeps_its_outputs(tmp_path_factory, 
     assert snapshot(root) == before and leftovers(root) == []
 
 
-@pytest.mark.parametrize("stage", ["check_params", "download", "preprocess", "voxelize", "train", "evaluate"])
+@pytest.mark.parametrize("stage", ["check_params", "download", "preprocess", "voxelize", "train", "evaluate",
+                                   "submit"])
 def test_duplicate_key_is_refused_by_every_stage_with_its_path(tmp_path_factory, tmp_path, capsys, monkeypatch,
                                                               stage):
     """Issue 17, item 5: PyYAML keeps the last of two equal keys, so a stage run by hand trained with the second

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.robust_workspace import (copy_workspace, edit_params, leftovers, refused, run_stage_here,
-                                    shared_workspace)
+from tests.robust_workspace import accepted, copy_workspace, edit_params, refused, shared_workspace
 
 
 @pytest.fixture
@@ -24,13 +23,6 @@ def root(tmp_path_factory, tmp_path) -> Path:
 
 def _fix(stage: str) -> str:
     return f"re-run the {stage} stage first (dvc repro, or python stages/{stage}.py)"
-
-
-def accepted(root: Path, stage: str, capsys, monkeypatch) -> str:
-    code, stderr = run_stage_here(root, stage, capsys, monkeypatch)
-    assert code == 0, stderr
-    assert leftovers(root) == []
-    return stderr
 
 
 def test_voxelised_at_one_size_trained_at_another_is_refused_then_trained_afresh(root, capsys, monkeypatch, caplog):

@@ -4,8 +4,8 @@ Why both: plyfile reads and writes every PLY layout, faces included (``minkseg p
 back with its faces), and memory-maps binary elements; the header is still parsed here first, so that every
 malformed file gets one line saying what is wrong, where and how to fix it (plyfile's own messages name rows, not
 fixes), and so that headers with ``\\r\\n`` line ends, which plyfile refuses, are read too. Binary list elements
-(faces) are memory-mapped with the list lengths of their first row (``benchmarks/ply_read.py`` compares the speed
-with the former hand-written reader).
+(faces) are memory-mapped with the list lengths of their first row, and read row by row when their lengths vary
+(mixed quads and triangles); ``benchmarks/ply_read.py`` compares the speed with the former hand-written reader.
 
 Supported: ``ascii``, ``binary_little_endian`` and ``binary_big_endian`` 1.0; every PLY scalar type (both the
 classic names ``uchar``/``float`` and the sized ones ``uint8``/``float32``). Anything malformed (wrong magic,
@@ -158,8 +158,8 @@ def _list_lengths(path: Path, header: PlyHeader) -> dict[str, dict[str, int]]:
     """Per list element, the list lengths of its first row (triangle meshes: 3 for every face).
 
     plyfile memory-maps an element with list properties only when it is told their fixed lengths; taking them from
-    the first row makes ScanNet meshes as fast to read as vertex-only clouds. A file whose lists vary is detected
-    by plyfile ("unexpected list length") and then read row by row (:func:`_load`)."""
+    the first row makes ScanNet meshes as fast to read as vertex-only clouds. It is a guess: an element whose lists
+    vary (a quad among triangles) is then read row by row (:func:`_read_guessing_list_lengths`)."""
     order = header.byte_order
     lengths: dict[str, dict[str, int]] = {}
     offset = header.data_offset
@@ -236,6 +236,31 @@ def _read_ascii_scalars(path: Path, header: PlyHeader) -> dict[str, np.ndarray]:
     return out
 
 
+def _read_guessing_list_lengths(plyfile: Any, source: Any, known: dict[str, dict[str, int]]) -> Any:
+    """``plyfile.PlyData.read`` with the first-row list lengths of :func:`_list_lengths`, dropping the guess for an
+    element whose lists turn out to vary (that element is then read row by row, the others stay memory-mapped).
+
+    Why both errors mean "the guess was wrong" for a guessed element: when a later row has other lengths than the
+    first, the fixed-size rows either run past the end of the file (first face a quad, the rest triangles: the
+    mapped element looks longer than the data, "early end-of-file") or misread a row's length (first face a
+    triangle, a later one a quad: "unexpected list length"). Only an element read without a guess reports a real
+    truncation, so a truly truncated file still gets its own error, from the row-by-row read."""
+    known = dict(known)
+    while True:
+        if isinstance(source, io.BytesIO):
+            source.seek(0)
+        try:
+            return plyfile.PlyData.read(source, mmap="c", known_list_len=known)
+        except plyfile.PlyElementParseError as exc:
+            guessed = getattr(exc.element, "name", None)
+            if guessed not in known or exc.message not in ("early end-of-file", "unexpected list length"):
+                raise
+            # the offsets of list elements after this one were computed from its guessed row size: drop them too
+            names = list(known)
+            for name in names[names.index(guessed):]:
+                del known[name]
+
+
 def _load(path: Path, header: PlyHeader) -> dict[str, np.ndarray]:
     """Every element of a validated file, by name in file order: through plyfile (binary elements memory-mapped),
     except ASCII files without list properties (:func:`_read_ascii_scalars`)."""
@@ -252,14 +277,7 @@ def _load(path: Path, header: PlyHeader) -> dict[str, np.ndarray]:
                             path.read_bytes()[header.data_offset:])
     known = {} if header.format == "ascii" else _list_lengths(path, header)
     try:
-        try:
-            data = plyfile.PlyData.read(source, mmap="c", known_list_len=known)
-        except plyfile.PlyElementParseError as exc:
-            if exc.message != "unexpected list length":
-                raise
-            if isinstance(source, io.BytesIO):
-                source.seek(0)
-            data = plyfile.PlyData.read(source, mmap=False)  # variable-length lists: row by row
+        data = _read_guessing_list_lengths(plyfile, source, known)
     except plyfile.PlyParseError as exc:
         raise _plyfile_error(path, exc) from None
     except (UnicodeDecodeError, ValueError) as exc:

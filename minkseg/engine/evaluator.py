@@ -9,7 +9,6 @@ the data side's, passed in as a callable, so evaluation quantises exactly like t
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -25,13 +24,12 @@ from minkseg.engine import distributed
 from minkseg.engine.errors import EngineError
 from minkseg.engine.runtime import configure_cpu_runtime
 from minkseg.engine.export import (colorize, palette, render_confusion_png, render_scene_png, write_confusion_csv,
-                                   write_per_class_csv, write_ply)
+                                   write_per_class_csv, write_point_cloud)
 from minkseg.engine.predictor import ViewVoter
 from minkseg.engine.trainer import InputBuilder, resolve_device
 from minkseg.metrics import SegmentationMetrics
 
-__all__ = ["Voxelizer", "EvalResult", "Evaluator", "rotation_matrix", "rotate_points", "headline_metrics",
-           "write_evaluation"]
+__all__ = ["Voxelizer", "EvalResult", "Evaluator", "rotate_points", "headline_metrics", "write_evaluation"]
 
 Voxelizer = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 """(point coordinates float [N, D], point features [N, C]) -> (voxel coordinates int [M, D] without batch
@@ -40,27 +38,16 @@ column, voxel features float [M, C'], inverse map int [N] giving each point's vo
 _AXES = {"x": 0, "y": 1, "z": 2}
 
 
-def rotation_matrix(angle_degrees: float, axis: str = "z") -> np.ndarray:
-    """3x3 rotation by ``angle_degrees`` about ``axis`` (right-handed)."""
-    theta = math.radians(angle_degrees)
-    c, s = math.cos(theta), math.sin(theta)
-    i = _AXES[axis]
-    j, k = [a for a in range(3) if a != i]
-    matrix = np.eye(3)
-    matrix[j, j], matrix[j, k], matrix[k, j], matrix[k, k] = c, -s, s, c
-    if i == 1:  # keep the rotation right-handed about y (z -> x)
-        matrix = matrix.T
-    return matrix
-
-
 def rotate_points(coordinates: np.ndarray, angle_degrees: float, axis: str = "z") -> np.ndarray:
     """Rotate the first three columns about the centre of the points' bounding box; extra columns (time) stay."""
     coordinates = np.asarray(coordinates)
     if angle_degrees % 360 == 0:
         return coordinates
+    from minkseg.data.datasets import rotation_matrix  # the one rotation convention (the evaluate stage's views)
+
     xyz = coordinates[:, :3].astype(np.float64)
     centre = (xyz.min(axis=0) + xyz.max(axis=0)) / 2.0
-    rotated = (xyz - centre) @ rotation_matrix(angle_degrees, axis).T + centre
+    rotated = (xyz - centre) @ rotation_matrix(axis, angle_degrees).T + centre
     out = coordinates.astype(np.float64, copy=True)
     out[:, :3] = rotated
     return out.astype(coordinates.dtype if np.issubdtype(coordinates.dtype, np.floating) else np.float64)
@@ -248,12 +235,12 @@ class Evaluator:
                 keep = np.isfinite(xyz).all(axis=1)
                 classes = colorize(predictions[keep], colours)
                 original = scene.get("colors")  # the scan's own colours; the class colours then go to _labels.ply
-                exported.append(write_ply(directory / f"{name}.ply", xyz[keep],
-                                          classes if original is None else np.asarray(original)[keep],
-                                          labels=labels[keep], predictions=predictions[keep]))
+                exported.append(write_point_cloud(directory / f"{name}.ply", xyz[keep],
+                                                  classes if original is None else np.asarray(original)[keep],
+                                                  labels=labels[keep], predictions=predictions[keep]))
                 if original is not None:
-                    exported.append(write_ply(directory / f"{name}_labels.ply", xyz[keep], classes,
-                                              labels=labels[keep], predictions=predictions[keep]))
+                    exported.append(write_point_cloud(directory / f"{name}_labels.ply", xyz[keep], classes,
+                                                      labels=labels[keep], predictions=predictions[keep]))
                 exported.append(render_scene_png(directory / f"{name}.png", xyz[keep], labels[keep],
                                                  predictions[keep], self.class_names, title=name,
                                                  up_axis=_AXES[self.rotation_axis]))

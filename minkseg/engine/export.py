@@ -16,9 +16,9 @@ from typing import Sequence
 
 import numpy as np
 
-from minkseg.atomic import atomic_open, atomic_write_bytes, atomic_write_text
+from minkseg.atomic import atomic_write_bytes, atomic_write_text
 
-__all__ = ["SCANNET20_COLORS", "palette", "colorize", "write_ply", "render_scene_png", "render_confusion_png",
+__all__ = ["SCANNET20_COLORS", "palette", "colorize", "write_point_cloud", "render_scene_png", "render_confusion_png",
            "write_per_class_csv",
            "confusion_rows", "write_confusion_csv"]
 
@@ -51,32 +51,24 @@ def colorize(labels: np.ndarray, colours: np.ndarray) -> np.ndarray:
     return out
 
 
-def write_ply(path: str | Path, xyz: np.ndarray, rgb: np.ndarray, *, labels: np.ndarray | None = None,
-              predictions: np.ndarray | None = None) -> Path:
-    """A binary little-endian PLY point cloud: x y z (float32), red green blue (uchar) and optional int labels."""
+def write_point_cloud(path: str | Path, xyz: np.ndarray, rgb: np.ndarray, *, labels: np.ndarray | None = None,
+                      predictions: np.ndarray | None = None) -> Path:
+    """A binary PLY point cloud: x y z (float32), red green blue (uchar) and optional int ``label``/``prediction``.
+
+    Only the columns are chosen here; encoding and the atomic write are :func:`minkseg.data.ply.write_ply`'s, the
+    one PLY writer (``minkseg predict`` writes through it too)."""
+    from minkseg.data.ply import write_ply
+
     xyz = np.asarray(xyz, dtype=np.float32)
     if xyz.ndim != 2 or xyz.shape[1] < 3:
-        raise ValueError(f"write_ply needs [N, >=3] coordinates, got {xyz.shape}")
+        raise ValueError(f"write_point_cloud needs [N, >=3] coordinates, got {xyz.shape}")
     rgb = np.asarray(rgb, dtype=np.uint8).reshape(-1, 3)
-    count = xyz.shape[0]
-    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")]
-    extra = {"label": labels, "prediction": predictions}
-    fields += [(name, "<i4") for name, values in extra.items() if values is not None]
-    vertices = np.empty(count, dtype=fields)
-    for axis, name in enumerate("xyz"):
-        vertices[name] = xyz[:, axis]
-    for channel, name in enumerate(("red", "green", "blue")):
-        vertices[name] = rgb[:, channel]
-    for name, values in extra.items():
+    fields = {axis: xyz[:, index] for index, axis in enumerate("xyz")}
+    fields.update({name: rgb[:, channel] for channel, name in enumerate(("red", "green", "blue"))})
+    for name, values in (("label", labels), ("prediction", predictions)):
         if values is not None:
-            vertices[name] = np.asarray(values).reshape(-1)
-    ply_types = {"<f4": "float", "u1": "uchar", "<i4": "int"}
-    header = ["ply", "format binary_little_endian 1.0", "comment written by MinkSeg", f"element vertex {count}"]
-    header += [f"property {ply_types[dtype]} {name}" for name, dtype in fields]
-    header.append("end_header")
-    with atomic_open(path, "wb") as handle:
-        handle.write(("\n".join(header) + "\n").encode("ascii"))
-        handle.write(vertices.tobytes())
+            fields[name] = np.asarray(values).reshape(-1).astype("<i4")
+    write_ply(path, fields, comments=["written by MinkSeg"])
     return Path(path)
 
 

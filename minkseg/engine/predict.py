@@ -30,7 +30,8 @@ from minkseg.atomic import atomic_open
 from minkseg.engine.cli import EXIT_USER_ERROR, progress_wanted, report_error, run_guarded
 from minkseg.engine.errors import EngineError
 from minkseg.engine.export import colorize, palette
-from minkseg.engine.predictor import Predictor
+from minkseg.engine.predictor import Predictor, check_finite_rows
+from minkseg.engine.runtime import configure_cpu_runtime
 from minkseg.errors import MinkSegError
 
 log = logging.getLogger("minkseg.predict")
@@ -178,49 +179,54 @@ def _sequence_frames(folder: Path) -> list[Path] | None:
     return sorted(p for p in clouds.iterdir() if p.suffix.lower() == ".ply" and p.stem.isdigit())
 
 
-def discover(inputs: Sequence[str], temporal: bool) -> list[Job]:
-    """Every job of the command line, names checked for collisions before any work (listing is cheap; the files
+def discover(inputs: Sequence[str], temporal: bool) -> tuple[list[Job], list[str]]:
+    """Every job of the command line and, apart, one message per input that cannot be predicted (missing, an empty
+    folder, a sequence folder for a 3D model, a name another input already writes): those are reported and counted
+    as failed while the others are still predicted. Names are checked before any work (listing is cheap; the files
     themselves are read one at a time)."""
-    from minkseg.data.errors import DataError
-
     jobs: list[Job] = []
+    problems: list[str] = []
     for text in inputs:
         path = Path(text)
         if not path.exists():
-            raise DataError(f"{path}: no such file or folder; check the path")
-        if path.is_dir():
+            problems.append(f"{path}: no such file or folder; check the path")
+        elif path.is_dir():
             frames = _sequence_frames(path)
             if frames is not None:
-                if not temporal:
-                    raise DataError(f"{path}: a Synthia4D sequence folder, but the model is 3D; predict the frames as "
-                                    f"PLY files ({path}/point_clouds) or use a 4D model")
-                jobs += [Job(frame, f"{path.name}/{frame.stem}", sequence=path) for frame in frames]
+                if temporal:
+                    jobs += [Job(frame, f"{path.name}/{frame.stem}", sequence=path) for frame in frames]
+                else:
+                    problems.append(f"{path}: a Synthia4D sequence folder, but the model is 3D; predict the frames "
+                                    f"as PLY files ({path}/point_clouds) or use a 4D model")
                 continue
             files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in POINT_SUFFIXES)
-            if not files:
-                raise DataError(f"{path}: no .ply, .npy or .txt files in this folder")
-            jobs += [Job(file, file.stem) for file in files]
+            if files:
+                jobs += [Job(file, file.stem) for file in files]
+            else:
+                problems.append(f"{path}: no .ply, .npy or .txt files in this folder")
         else:
             jobs.append(Job(path, path.stem))
     seen: dict[str, Path] = {}
+    unique: list[Job] = []
     for job in jobs:
         if job.name in seen:
-            raise DataError(f"{job.path} and {seen[job.name]} would both be written as {job.name}.ply; predict them "
-                            "into different output folders (-o)")
-        seen[job.name] = job.path
-    return jobs
+            problems.append(f"{job.path}: would be written as {job.name}.ply like {seen[job.name]}, so it is skipped; "
+                            "predict it into a different output folder (-o)")
+        else:
+            seen[job.name] = job.path
+            unique.append(job)
+    return unique, problems
 
 
 # -- 4D -----------------------------------------------------------------------------------------------------------
 
 def _read_frame(path: Path, sequence: Path) -> tuple[Cloud, np.ndarray, np.ndarray]:
-    """A Synthia4D frame: the cloud to write back, and its points as the network sees them (metres, world)."""
+    """A Synthia4D frame: the cloud to write back, and its points as the network sees them (metres, world).
+    NaN rows are refused here, before the camera transform mixes them into the other coordinates."""
     from minkseg.data.synthia4d import frame_in_metres
 
     cloud = read_cloud(path, name=path.stem)
-    if not np.isfinite(cloud.xyz).all():
-        bad = int((~np.isfinite(cloud.xyz).all(axis=1)).sum())
-        raise EngineError(f"{path}: {bad} of {len(cloud.xyz)} points have NaN/inf coordinates; remove those rows")
+    check_finite_rows(str(path), "coordinates", cloud.xyz)
     xyz, centre, _ = frame_in_metres(sequence, path.stem, cloud.xyz)
     return cloud, xyz, centre
 
@@ -287,11 +293,14 @@ def predict_command(args: argparse.Namespace) -> int:
     if not args.scale > 0:
         raise EngineError(f"--scale must be > 0 (got {args.scale})")
     options = {} if args.max_points is None else {"max_points": args.max_points}
+    configure_cpu_runtime(0)  # as the stages with the default base.num_threads: threads follow the free cores
     predictor = Predictor.from_model_file(args.model, device=args.device, voting_angles=_angles(args.voting_angles),
                                           **options)
-    jobs = discover(args.inputs, predictor.temporal)
+    jobs, problems = discover(args.inputs, predictor.temporal)
+    for problem in problems:
+        report_error("predict", problem)
     outdir = Path(args.outdir)
-    failed = 0
+    failed = len(problems)
     sequences: dict[Path, list[Path]] = {}
     for job in tqdm(jobs, desc="predict", unit="scan", disable=not progress_wanted(args.no_progress)):
         try:

@@ -33,7 +33,7 @@ from minkseg.engine.trainer import InputBuilder, logits_of, resolve_device, spar
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PointPrediction", "ViewVoter", "Predictor", "voting_rotations", "check_units"]
+__all__ = ["PointPrediction", "ViewVoter", "Predictor", "voting_rotations", "check_units", "check_finite_rows"]
 
 GREY = 127.5  # the colour of a colourless cloud: 0 after normalisation, the centre of the range training saw
 DEFAULT_MAX_POINTS = 4_000_000
@@ -139,7 +139,8 @@ def check_units(xyz: np.ndarray, max_extent: float, name: str = "scene") -> None
                       f"--scale {scale:g}; {other})")
 
 
-def _finite_rows(name: str, what: str, values: np.ndarray) -> None:
+def check_finite_rows(name: str, what: str, values: np.ndarray) -> None:
+    """Refuse rows with NaN/inf ``what`` (coordinates, colours) of scene ``name`` in one line with the first row."""
     bad = ~np.isfinite(values).all(axis=1)
     if bad.any():
         rows = np.nonzero(bad)[0]
@@ -249,7 +250,7 @@ class Predictor:
             raise EngineError(f"{name}: coordinates must be an [N, 3] array of numbers (got shape {xyz.shape})")
         if len(xyz) == 0:
             raise EngineError(f"{name}: the cloud has no points; nothing to segment")
-        _finite_rows(name, "coordinates", xyz)
+        check_finite_rows(name, "coordinates", xyz)
         check_units(xyz, self.max_extent, name)
         if rgb is None:
             log.warning("%s: no colours; filled with grey (the centre of the colour range the network was trained "
@@ -259,7 +260,7 @@ class Predictor:
         if rgb.shape != (len(xyz), 3) or not np.issubdtype(rgb.dtype, np.number):
             raise EngineError(f"{name}: colours must be an [N, 3] array of 0..255 values for the {len(xyz)} points "
                               f"(got shape {rgb.shape})")
-        _finite_rows(name, "colours", rgb)
+        check_finite_rows(name, "colours", rgb)
         return xyz, rgb.astype(np.float32)
 
     def _result(self, probabilities: np.ndarray, covered: np.ndarray) -> PointPrediction:

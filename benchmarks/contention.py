@@ -1,6 +1,6 @@
 """Contention benchmark: default training steps timed on a quiet machine and next to a CPU-bound neighbour.
 
-    python benchmarks/contention.py [--steps 30] [--voxels 9000] [--neighbours 1]
+    python benchmarks/contention.py [--steps 30] [--voxels 9000] [--neighbours 1 | --pair]
 
 The default run's step (Res16UNet14A with a 5^3 stem, one room of about --voxels voxels, cross-entropy, AdamW) runs
 in a fresh process per setting, because libgomp reads its wait settings only when torch loads it:
@@ -14,7 +14,8 @@ in a fresh process per setting, because libgomp reads its wait settings only whe
 Each setting runs quiet, then next to ``--neighbours`` processes that each spin a Python loop on one core (what
 `dvc exp run --queue` workers, a test run or an IDE do). Printed: mean step seconds, and the ratios busy / quiet
 (a fair share on 2 cores with one neighbour is about 2x) and new / old on a quiet machine (a regression check),
-all measured in this one run. A run past --cap-seconds stops early and reports the steps it made.
+all measured in this one run. With --pair the busy run is two copies of the same training started together, as
+`dvc queue start -j 2` runs two experiments: a fair share is again about 2x each. A run past --cap-seconds stops early and reports the steps it made.
 """
 from __future__ import annotations
 
@@ -75,16 +76,31 @@ def child(args: argparse.Namespace) -> dict:
             "voxels": len(voxels)}
 
 
-def measure(setting: str, neighbours: int, args: argparse.Namespace) -> dict:
+def _child_command(setting: str, args: argparse.Namespace) -> list[str]:
+    return [sys.executable, __file__, "--child", setting, "--steps", str(args.steps), "--warmup", str(args.warmup),
+            "--voxels", str(args.voxels), "--seed", str(args.seed), "--cap-seconds", str(args.cap_seconds)]
+
+
+def _child_env(setting: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
     env.update(SETTINGS[setting])
+    return env
+
+
+def measure(setting: str, neighbours: int, args: argparse.Namespace) -> dict:
+    """The setting's steps alone, next to ``neighbours`` spinning processes, or (--pair) next to a twin of itself."""
+    env = _child_env(setting)
+    if neighbours and args.pair:
+        # Two identical training processes started together, as `dvc queue start -j 2` runs two experiments.
+        twins = [subprocess.Popen(_child_command(setting, args), env=env, stdout=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+        results = [json.loads(twin.communicate()[0].strip().splitlines()[-1]) for twin in twins]
+        return {**results[0], "mean": sum(r["mean"] for r in results) / 2,
+                "threads_end": "/".join(str(r["threads_end"]) for r in results)}
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(neighbours)]
     try:
         time.sleep(0.5 if hogs else 0)
-        out = subprocess.run([sys.executable, __file__, "--child", setting, "--steps", str(args.steps),
-                              "--warmup", str(args.warmup), "--voxels", str(args.voxels), "--seed", str(args.seed),
-                              "--cap-seconds", str(args.cap_seconds)],
-                             env=env, capture_output=True, text=True, check=True)
+        out = subprocess.run(_child_command(setting, args), env=env, capture_output=True, text=True, check=True)
     finally:
         for hog in hogs:
             hog.kill()
@@ -98,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--voxels", type=int, default=9000, help="voxels of the room (default run: ~7-10k at 6 cm)")
     parser.add_argument("--neighbours", type=int, default=1, help="CPU-bound neighbour processes")
+    parser.add_argument("--pair", action="store_true",
+                        help="the busy run is two copies of the same training side by side (dvc queue start -j 2)")
     parser.add_argument("--settings", default="old,new,pinned1")
     parser.add_argument("--cap-seconds", type=float, default=120.0, help="stop a setting's run after this long")
     parser.add_argument("--seed", type=int, default=0)
@@ -106,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         print(json.dumps(child(args)))
         return 0
-    print(f"{os.cpu_count()} CPUs, {args.steps} timed steps after {args.warmup} warm-up, ~{args.voxels} voxels, "
-          f"{args.neighbours} busy neighbour process(es) in the busy runs")
+    print(f"{os.cpu_count()} CPUs, {args.steps} timed steps after {args.warmup} warm-up, ~{args.voxels} voxels, " +
+          ("two identical trainings side by side in the busy runs (their mean step)" if args.pair
+           else f"{args.neighbours} busy neighbour process(es) in the busy runs"))
     print(f"  {'setting':<8} {'quiet s/step':>12} {'busy s/step':>12} {'busy/quiet':>10} {'threads':>8} "
           f"{'changes':>7} {'steps':>9}")
     results = {}
@@ -116,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         busy = measure(setting, args.neighbours, args)
         results[setting] = (quiet, busy)
         print(f"  {setting:<8} {quiet['mean']:12.3f} {busy['mean']:12.3f} {busy['mean'] / quiet['mean']:10.2f} "
-              f"{busy['threads_end']:>8} {busy['changes']:>7} {quiet['steps']:>4}/{busy['steps']:<4}", flush=True)
+              f"{str(busy['threads_end']):>8} {busy['changes']:>7} {quiet['steps']:>4}/{busy['steps']:<4}", flush=True)
     if "old" in results and "new" in results:
         (oq, ob), (nq, nb) = results["old"], results["new"]
         print(f"new vs old: quiet {nq['mean'] / oq['mean']:.2f}x the old step time, "

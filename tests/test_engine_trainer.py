@@ -256,3 +256,19 @@ def test_cuda_requested_without_gpu_is_a_clear_error():
     with pytest.raises(EngineError, match="base.device is cuda but no CUDA device"):
         resolve_device("cuda")
     assert resolve_device("auto").type == "cpu"
+
+
+def test_determinism_flag_is_set_without_importing_the_compiler():
+    """configure_determinism sets torch's deterministic-kernels flag (warn-only) and, in a fresh process, does not
+    pull in torch._inductor (seconds of every train stage's start-up on a small CPU)."""
+    import subprocess
+    import sys
+    code = ("import sys, torch\n"
+            "from minkseg.engine.trainer import configure_determinism\n"
+            "configure_determinism(True)\n"
+            "print(torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),"
+            " 'torch._inductor' in sys.modules)\n"
+            "configure_determinism(False)\n"
+            "print(torch.are_deterministic_algorithms_enabled())\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert done.stdout.split() == ["True", "True", "False", "False"]

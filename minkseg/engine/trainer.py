@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import random
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,7 +101,14 @@ def configure_determinism(enabled: bool) -> None:
     """Deterministic kernels where PyTorch has them (warn, not fail, where it does not)."""
     if enabled:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    set_flag = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if set_flag is not None and "torch._inductor" not in sys.modules:
+        # torch.use_deterministic_algorithms imports the whole torch.compile stack (torch._inductor, 2-10 s of a
+        # stage's start-up on a 2-core machine) only to copy the flag into the compiler's config; nothing here
+        # compiles, so set the kernels' flag alone. The compiler, if imported later, keeps its own default.
+        set_flag(enabled, warn_only=True)
+    else:
+        torch.use_deterministic_algorithms(enabled, warn_only=True)
     torch.backends.cudnn.deterministic = enabled
     torch.backends.cudnn.benchmark = not enabled
 

@@ -10,7 +10,7 @@ DVC tracks, so the code carries no second set of defaults that could silently di
 
 from __future__ import annotations
 
-from minkseg.errors import MinkSegError
+from minkseg.errors import ConfigError
 
 import difflib
 import hashlib
@@ -41,10 +41,6 @@ __all__ = [
 ]
 
 DATASETS = ("synthetic-scannet", "scannet", "synthia4d", "synthetic-synthia4d")
-
-
-class ConfigError(MinkSegError, ValueError):
-    """params.yaml is missing, unreadable or has an invalid value; the message names the file and key path."""
 
 
 def _reject_bool(value: Any) -> Any:

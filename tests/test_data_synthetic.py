@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from minkseg.data.datasets import TrainDataset
-from minkseg.data.errors import DataError
+from minkseg.errors import DataError
 from minkseg.data.ply import read_ply
 from minkseg.data.prepare import prepare_raw
 from minkseg.data.preprocess import preprocess

@@ -9,7 +9,7 @@ import pytest
 
 from minkseg.data.collate import collate
 from minkseg.data.datasets import EvalDataset, TrainDataset
-from minkseg.data.errors import DataError
+from minkseg.errors import DataError
 from minkseg.data.preprocess import preprocess
 from minkseg.data.registry import SYNTHIA_CLASS_NAMES
 from minkseg.data.samples import temporal_windows

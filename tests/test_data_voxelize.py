@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from minkseg.data.collate import Collate, collate
 from minkseg.data.datasets import EvalDataset, TrainDataset, VoxelizedDataset
-from minkseg.data.errors import DataError
+from minkseg.errors import DataError
 from minkseg.data.preprocess import preprocess
 from minkseg.data.voxelize import voxelize_split
 from minkseg.data.voxelizer import Voxelizer, majority_labels

@@ -32,7 +32,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from minkseg.data.augment import ElasticDistortion, normalize_color, training_transforms
-from minkseg.data.errors import DataError
+from minkseg.errors import DataError
 from minkseg.data.evalfile import load_voxelized_manifest, load_voxelized_sample
 from minkseg.data.samples import SceneSamples
 from minkseg.data.scenefile import Scene

@@ -13,9 +13,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from minkseg.data.atomic import atomic_directory, atomic_write_json
+from minkseg.atomic import atomic_directory, atomic_write_json
 from minkseg.data.datasets import SPEC_DEFAULT, EvalDataset
-from minkseg.data.errors import DataError
+from minkseg.errors import DataError
 from minkseg.data.evalfile import FORMAT_VERSION, MANIFEST, save_voxelized_sample
 from minkseg.data.parallel import run_parallel
 from minkseg.data.preprocess import MADE_BY, scene_filename

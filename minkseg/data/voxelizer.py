@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from minkseg.data.errors import DataError
+from minkseg.errors import DataError
 from minkseg.sparse.utils import quantize_points
 
 LABEL_MODES = ("ignore", "majority")

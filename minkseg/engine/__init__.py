@@ -7,7 +7,7 @@ network and its voxeliser from a model file, imports them lazily when it loads o
 and raw-point rotation use minkseg.data's PLY writer and rotation matrix lazily (one home each).
 """
 
-from minkseg.engine.errors import CheckpointError, EngineError
+from minkseg.errors import CheckpointError, EngineError
 from minkseg.engine.evaluator import EvalResult, Evaluator, write_evaluation
 from minkseg.engine.losses import SegmentationLoss, lovasz_softmax
 from minkseg.engine.predictor import PointPrediction, Predictor

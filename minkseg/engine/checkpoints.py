@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from minkseg.atomic import atomic_open
-from minkseg.engine.errors import CheckpointError
+from minkseg.errors import CheckpointError
 
 __all__ = ["rng_state", "set_rng_state", "save_torch", "load_torch", "extract_state_dict", "load_model_weights",
            "CheckpointStore"]

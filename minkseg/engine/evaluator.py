@@ -21,7 +21,7 @@ from tqdm import tqdm
 from minkseg.atomic import atomic_open, atomic_write_json
 from minkseg.config import Params
 from minkseg.engine import distributed
-from minkseg.engine.errors import EngineError
+from minkseg.errors import EngineError
 from minkseg.engine.runtime import configure_cpu_runtime
 from minkseg.engine.export import (colorize, palette, render_confusion_png, render_scene_png, write_confusion_csv,
                                    write_per_class_csv, write_point_cloud)

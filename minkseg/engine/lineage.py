@@ -25,7 +25,7 @@ from typing import Any, Mapping
 
 from minkseg.config import Params
 from minkseg.data.preprocess import MADE_BY as RECORD_KEY, MADE_BY_FILE as RAW_RECORD
-from minkseg.engine.errors import EngineError
+from minkseg.errors import StaleInputError
 
 __all__ = ["CHAIN", "RAW_RECORD", "RECORD_KEY", "StaleInputError", "stage_params", "make_record", "check_chain"]
 
@@ -43,10 +43,6 @@ _STAGE_KEYS = {
 # trained on a GPU is evaluated on a CPU; those change the last digits, not the meaning) and speed-only settings.
 _NOT_RECORDED = ("base.device", "base.num_threads", "base.num_gpus", "base.num_nodes", "base.node_rank",
                  "base.rdzv_endpoint", "train.num_workers", "train.checkpoint_every")
-
-
-class StaleInputError(EngineError):
-    """An input was made by other params or from other data than the current ones."""
 
 
 def _download_keys(dataset: str) -> tuple[str, ...]:

@@ -27,7 +27,7 @@ from typing import Any, Mapping
 import torch
 
 from minkseg.engine.checkpoints import load_torch, save_torch
-from minkseg.engine.errors import EngineError
+from minkseg.errors import EngineError
 
 __all__ = ["PREDICTION_KEYS", "save_model_file", "load_model_file", "build_from_payload"]
 

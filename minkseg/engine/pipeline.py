@@ -20,7 +20,7 @@ import torch
 from minkseg.atomic import atomic_write_json, atomic_write_text, check_writable
 from minkseg.config import Params
 from minkseg.engine import distributed
-from minkseg.engine.errors import EngineError
+from minkseg.errors import EngineError
 from minkseg.engine.evaluator import HEADLINE_FROM_TRAINING, Evaluator, headline_metrics, write_evaluation
 from minkseg.engine.lineage import RAW_RECORD, RECORD_KEY, check_chain, make_record
 from minkseg.engine.modelfile import load_model_file, save_model_file
@@ -425,7 +425,7 @@ def run_submit(params: Params, paths: PipelinePaths = PipelinePaths(), progress:
     the stage only records that (the folder is a DVC output either way)."""
     from tqdm import tqdm
 
-    from minkseg.data.atomic import atomic_directory
+    from minkseg.atomic import atomic_directory
     from minkseg.data.ply import read_ply
     from minkseg.data.scannet import scene_files
     from minkseg.data.splits import split_entries, split_file

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from minkseg.engine.errors import EngineError
+from minkseg.errors import EngineError
 from minkseg.engine.runtime import balance_threads
 from minkseg.engine.trainer import InputBuilder, logits_of, resolve_device, sparse_input, unwrap
 

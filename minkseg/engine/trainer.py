@@ -34,7 +34,7 @@ from minkseg.atomic import atomic_write_text
 from minkseg.config import Params, TrainParams
 from minkseg.engine import distributed
 from minkseg.engine.checkpoints import CheckpointStore, load_model_weights, rng_state, set_rng_state
-from minkseg.engine.errors import EngineError
+from minkseg.errors import EngineError
 from minkseg.engine.losses import SegmentationLoss
 from minkseg.engine.runtime import balance_threads, configure_cpu_runtime
 from minkseg.engine.sampling import EpochOrder, ResumableBatchSampler, SeededDataset, ShardSampler, limit_batch_points

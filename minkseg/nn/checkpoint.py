@@ -32,7 +32,7 @@ from torch import nn
 
 import minkseg.sparse as ME
 
-from minkseg.nn.errors import CheckpointError, ModelError
+from minkseg.errors import CheckpointError, ModelError
 from minkseg.nn.offsets import me_cube_offsets, me_hybrid_offsets, row_permutation
 from minkseg.nn.registry import build_model, canonical_name, get_spec
 from minkseg.nn.res16unet import Res16UNet

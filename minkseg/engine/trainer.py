@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from minkseg.atomic import atomic_write_text
-from minkseg.config import Params, TrainParams
+from minkseg.config import Params, TrainParams, speed_only_keys
 from minkseg.engine import distributed
 from minkseg.engine.checkpoints import CheckpointStore, load_model_weights, rng_state, set_rng_state
 from minkseg.errors import EngineError
@@ -49,8 +49,6 @@ log = logging.getLogger(__name__)
 # torch's BatchNorm refusal of a single value per channel in training mode (a one-voxel coarsest level).
 _BATCH_NORM_NEEDS_TWO = "Expected more than 1 value per channel when training"
 
-# Train params that change how fast a run goes but not what it computes: resuming across them is exact.
-_NOT_IN_FINGERPRINT = {"num_workers", "checkpoint_every"}
 
 InputBuilder = Callable[[Mapping[str, Any], torch.device], Any]
 
@@ -335,7 +333,7 @@ class Trainer:
     def _fingerprint(self, user: str | None) -> str:
         # What must match for a checkpoint to be resumed: the caller's params hash plus the run's shape.
         payload = {
-            "user": user if user is not None else self.params.model_dump(mode="json", exclude=_NOT_IN_FINGERPRINT),
+            "user": user if user is not None else self.params.model_dump(mode="json", exclude=speed_only_keys("train")),
             "seed": self.seed,
             "num_classes": self.num_classes,
             "train_len": len(self.train_dataset),

@@ -22,7 +22,7 @@ from minkseg.data.preprocess import load_manifest, preprocess
 from minkseg.data.registry import DEFAULT_DATASET, DatasetSpec, dataset_names, get_spec
 from minkseg.data.scenefile import Scene, load_scene, save_scene
 from minkseg.data.voxelize import voxelize_split
-from minkseg.data.voxelizer import Voxelizer
+from minkseg.data.quantize import Voxelizer
 
 __all__ = [
     "Collate", "collate", "EvalDataset", "TrainDataset", "VoxelizedDataset", "DataError", "load_voxelized_manifest",

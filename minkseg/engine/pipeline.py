@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -28,6 +28,9 @@ from minkseg.engine.predictor import voting_rotations
 from minkseg.engine.runtime import current_governor
 from minkseg.engine.tracking import Tracker, check_store, default_tracking_uri, flatten_metrics, make_tracker
 from minkseg.engine.trainer import Trainer, seed_everything
+
+if TYPE_CHECKING:
+    from minkseg.data.quantize import VoxelParams
 
 log = logging.getLogger(__name__)
 
@@ -190,19 +193,21 @@ def run_preprocess(params: Params, paths: PipelinePaths = PipelinePaths(), progr
 def run_voxelize(params: Params, paths: PipelinePaths = PipelinePaths(), progress: bool = True) -> Mapping:
     from minkseg.data import voxelize_split
 
-    v = params.voxelize
     check_writable(paths.voxelized.parent)
     made_by = make_record("voxelize", params, _checked_inputs(params, paths, "voxelize"))
-    return voxelize_split(paths.preprocessed, paths.voxelized, splits=(params.evaluate.split,),
-                          voxel_size=v.voxel_size, clip_bound=_clip(v.clip_bound), label_mode=v.label_mode,
-                          temporal_numseq=v.temporal_numseq, temporal_dilation=v.temporal_dilation,
+    return voxelize_split(paths.preprocessed, paths.voxelized, (params.evaluate.split,), voxel_params(params),
                           workers=params.preprocess.num_workers, progress=progress, made_by=made_by)
 
 
-def _clip(clip_bound: Any) -> Any:
-    from minkseg.data.datasets import SPEC_DEFAULT
+def voxel_params(params: Params) -> VoxelParams:
+    """The one :class:`minkseg.data.quantize.VoxelParams` of a run (voxelize.* and base.ignore_label), handed to
+    the voxelize stage, the training and evaluation datasets alike."""
+    from minkseg.data.quantize import VoxelParams
 
-    return SPEC_DEFAULT if clip_bound == "dataset" else clip_bound
+    v = params.voxelize
+    return VoxelParams(voxel_size=v.voxel_size, clip_bound=v.clip_bound, label_mode=v.label_mode,
+                       ignore_label=params.base.ignore_label, temporal_numseq=v.temporal_numseq,
+                       temporal_dilation=v.temporal_dilation)
 
 
 def _dataset_spec(params: Params):
@@ -235,10 +240,8 @@ def run_train(params: Params, paths: PipelinePaths = PipelinePaths(), progress: 
     resume_fingerprint = "+".join([params.fingerprint(), made_by["fingerprint"],
                                    *(_file_hash(d / "manifest.json") for d in (paths.preprocessed, paths.voxelized))])
     spec = _dataset_spec(params)
-    v, t = params.voxelize, params.train
-    train_set = TrainDataset(paths.preprocessed, "train", voxel_size=v.voxel_size, clip_bound=_clip(v.clip_bound),
-                             augment=t.augment, label_mode=v.label_mode, temporal_numseq=v.temporal_numseq,
-                             temporal_dilation=v.temporal_dilation)
+    t = params.train
+    train_set = TrainDataset(paths.preprocessed, "train", voxel_params(params), augment=t.augment)
     val_set = VoxelizedDataset(paths.voxelized, params.evaluate.split)
     weights = balanced_class_weights(paths.preprocessed) if t.class_weights == "balanced" else None
     seed_everything(params.base.seed)  # the initial weights are part of "same params, same result"
@@ -355,13 +358,12 @@ class _VotingScenes:
     def __init__(self, params: Params, paths: PipelinePaths) -> None:
         from minkseg.data import EvalDataset, VoxelizedDataset
 
-        v, e = params.voxelize, params.evaluate
+        e = params.evaluate
         self.base = VoxelizedDataset(paths.voxelized, e.split)
         angles = voting_rotations(e.rotation_angles)  # the Predictor's view order, so both sum alike
-        self.rotated = [EvalDataset(paths.preprocessed, e.split, voxel_size=v.voxel_size,
-                                    clip_bound=_clip(v.clip_bound), label_mode=v.label_mode,
-                                    temporal_numseq=v.temporal_numseq, temporal_dilation=v.temporal_dilation,
-                                    rotation_degrees=angle, rotation_axis=e.rotation_axis)
+        voxel = voxel_params(params)
+        self.rotated = [EvalDataset(paths.preprocessed, e.split, voxel, rotation_degrees=angle,
+                                    rotation_axis=e.rotation_axis)
                         for angle in angles if angle != 0]
         self.include_base = bool(angles) and angles[0] == 0
         self.preprocessed = paths.preprocessed

@@ -162,3 +162,31 @@ def test_dataloader_collate_and_point_limit(tmp_path):
     eb = collate([ev[0], ev[1]])
     assert [m.dtype for m in eb["inverse_maps"]] == [torch.int64, torch.int64]
     assert int(eb["inverse_maps"][1].max()) < eb["offsets"][2] - eb["offsets"][1]
+
+
+def test_voxel_params_are_one_frozen_checked_value():
+    import dataclasses
+
+    voxel = VoxelParams(0.05, clip_bound=[[-1, 1], [-2, 2], [0, 3]], label_mode="majority", ignore_label=100,
+                        temporal_numseq=3, temporal_dilation=2)
+    assert voxel.clip_bound == ((-1.0, 1.0), (-2.0, 2.0), (0.0, 3.0))  # lists from YAML become hashable tuples
+    assert VoxelParams(**voxel.as_dict()) == voxel and hash(VoxelParams(**voxel.as_dict())) == hash(voxel)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        voxel.voxel_size = 0.1
+    for fields, message in [({"voxel_size": 0}, "voxel_size must be > 0"),
+                            ({"voxel_size": 0.1, "label_mode": "vote"}, "unknown voxel label mode 'vote'"),
+                            ({"voxel_size": 0.1, "temporal_numseq": 0}, "temporal_numseq and temporal_dilation"),
+                            ({"voxel_size": 0.1, "clip_bound": [[0, 1]]}, "clip_bound must be None, 'dataset'")]:
+        with pytest.raises(DataError, match=message):
+            VoxelParams(**fields)
+
+
+def test_pipeline_hands_every_voxelize_param_to_one_voxel_params_object():
+    from minkseg.config import params_from_dict
+    from minkseg.engine.pipeline import voxel_params
+    from tests.robust_workspace import tiny_params
+
+    params = params_from_dict(tiny_params(voxelize__label_mode="majority", voxelize__temporal_numseq=2,
+                                          voxelize__clip_bound=[[-5, 5]] * 3, base__ignore_label=254))
+    assert voxel_params(params) == VoxelParams(0.1, clip_bound=((-5.0, 5.0),) * 3, label_mode="majority",
+                                               ignore_label=254, temporal_numseq=2, temporal_dilation=30)

@@ -44,6 +44,10 @@ DEFAULT_TILE_MARGIN = 2.0  # metres of context around a tile of an oversized sce
 EVALUATE_OOM_FIX = ("evaluate on the CPU (base.device: cpu), or set voxelize.clip_bound / raise voxelize.voxel_size "
                     "(re-trains)")
 PREDICT_OOM_FIX = "predict on the CPU (--device cpu), or with a lower --max-points (smaller tiles)"
+PREDICTION_KEYS = ("voxel_size", "clip_bound", "rotation_angles", "rotation_axis", "temporal_numseq",
+                   "temporal_dilation", "ignore_label")
+"""What prediction needs beyond the network (under ``voxelization`` or beside it in the model file); a file written
+before these keys existed is refused (the evaluate stage takes the same values from params.yaml instead)."""
 
 
 @dataclass
@@ -194,10 +198,11 @@ class Predictor:
         from the file; ``voting_angles`` overrides the evaluation's angles, e.g. ``[0]`` for one fast pass)."""
         from minkseg.data import get_spec
         from minkseg.data.quantize import VoxelParams
-        from minkseg.engine.modelfile import PREDICTION_KEYS, load_model_file
+        from minkseg.weights import load_model_file
 
         model, payload = load_model_file(path)
-        missing = [key for key in PREDICTION_KEYS if key not in payload]
+        voxelization = dict(payload.get("voxelization") or {})
+        missing = [key for key in PREDICTION_KEYS if key not in voxelization and key not in payload]
         if missing:
             raise EngineError(f"{path}: the model file lacks {', '.join(missing)} (written by an older MinkSeg); "
                               "re-run the train stage (dvc repro -f train) to write a complete one")
@@ -206,10 +211,7 @@ class Predictor:
         except Exception:  # a dataset this version does not know: no unit check rather than a wrong one
             max_extent = math.inf
         kwargs.setdefault("max_extent", max_extent)
-        voxel = VoxelParams(voxel_size=payload["voxel_size"], clip_bound=payload["clip_bound"],
-                            ignore_label=payload["ignore_label"], temporal_numseq=payload["temporal_numseq"],
-                            temporal_dilation=payload["temporal_dilation"])
-        return cls(model, class_names=payload["class_names"], voxel=voxel,
+        return cls(model, class_names=payload["class_names"], voxel=VoxelParams(**voxelization),
                    voting_angles=payload["rotation_angles"] if voting_angles is None else voting_angles,
                    rotation_axis=str(payload["rotation_axis"]), device=device, **kwargs)
 

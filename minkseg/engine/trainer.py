@@ -33,13 +33,14 @@ from tqdm import tqdm
 from minkseg.atomic import atomic_write_text
 from minkseg.config import Params, TrainParams, speed_only_keys
 from minkseg.engine import distributed
-from minkseg.engine.checkpoints import CheckpointStore, load_model_weights, rng_state, set_rng_state
+from minkseg.engine.rng import rng_state, set_rng_state
 from minkseg.errors import EngineError
 from minkseg.engine.losses import SegmentationLoss
 from minkseg.engine.runtime import balance_threads, configure_cpu_runtime
 from minkseg.engine.sampling import EpochOrder, ResumableBatchSampler, SeededDataset, ShardSampler, limit_batch_points
 from minkseg.engine.schedules import make_schedule, set_learning_rate
 from minkseg.metrics import confusion_matrix, summarize
+from minkseg.weights import CheckpointStore, load_weights
 
 __all__ = ["Trainer", "TrainResult", "CURVE_FILES", "sparse_input", "logits_of", "resolve_device", "seed_everything",
            "configure_determinism", "rng_guard", "unwrap", "write_curves"]
@@ -502,7 +503,7 @@ class Trainer:
                             "starting from scratch and replacing it", self.store.last_path,
                             state.get("fingerprint"), self.fingerprint)
             return None
-        load_model_weights(unwrap(self.model), state["model"], self.params.model)
+        load_weights(unwrap(self.model), state["model"], self.params.model)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.iteration = int(state["iteration"])

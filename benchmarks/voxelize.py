@@ -30,7 +30,7 @@ from minkseg.data.registry import get_spec  # noqa: E402
 from minkseg.data.scannet import read_scannet_scene  # noqa: E402
 from minkseg.data.scenefile import load_scene, save_scene  # noqa: E402
 from minkseg.data.synthetic_scannet import SyntheticScanNetConfig, generate_room, write_scene  # noqa: E402
-from minkseg.data.voxelizer import Voxelizer  # noqa: E402
+from minkseg.data.quantize import Voxelizer  # noqa: E402
 
 
 def best_of(repeats: int, fn) -> tuple[float, object]:

@@ -6,6 +6,10 @@ complete file, never a half-written one: the bytes go to a temporary file in the
 rename never crosses a filesystem), are flushed and fsync'ed, and only then replace the target with os.replace,
 which POSIX guarantees to be atomic. The directory is fsync'ed afterwards so the rename itself survives a crash.
 
+Whole directories (the preprocess and voxelize stages write hundreds of files) get the same treatment:
+:func:`atomic_directory` builds the new content in a hidden staging directory next to the target and swaps it in
+at the end, so a failed scene leaves the previous complete directory as it was, not a mix of old and new files.
+
 A SIGKILL (or power loss) between the write and the rename leaves the temporary file behind -- for a training
 checkpoint that is hundreds of megabytes per kill. So temporaries are named after their writer
 (``.<name>.<host>-<pid>.<random>.tmp``) and the first write into a directory removes those whose writer on this
@@ -15,10 +19,11 @@ into the same folder cannot delete each other's work.
 
 from __future__ import annotations
 
-from minkseg.errors import MinkSegError
+from minkseg.errors import AtomicWriteError
 
 import contextlib
 import errno
+import io
 import json
 import math
 import os
@@ -26,10 +31,14 @@ import shutil
 import socket
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterator, Mapping
+
+import numpy as np
 
 __all__ = [
     "AtomicWriteError",
+    "atomic_directory",
+    "save_npz_atomic",
     "atomic_open",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -39,14 +48,6 @@ __all__ = [
     "remove_stale_temporaries",
     "check_writable",
 ]
-
-
-class AtomicWriteError(MinkSegError, OSError):
-    """An output could not be written; the previous version of the file (if any) is untouched."""
-
-    def __str__(self) -> str:
-        # OSError would print "[Errno 28] cannot write ..."; the stage's one line is the message alone.
-        return str(self.strerror) if self.strerror else super().__str__()
 
 
 def _default_file_mode() -> int:
@@ -259,3 +260,42 @@ def atomic_write_json(path: str | os.PathLike[str], data: Any, indent: int = 2) 
     """Serialise ``data`` (after :func:`json_safe`) and write it atomically; the JSON is strict (no NaN)."""
     text = json.dumps(json_safe(data), indent=indent, allow_nan=False, sort_keys=False) + "\n"
     return atomic_write_text(path, text)
+
+
+def save_npz_atomic(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray], compress: bool = False) -> Path:
+    """``np.savez`` into memory, then an atomic write (a file object also stops numpy appending '.npz')."""
+    buffer = io.BytesIO()
+    (np.savez_compressed if compress else np.savez)(buffer, **arrays)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty staging directory that replaces ``path`` as a whole when the block succeeds.
+
+    The old directory (if any) is removed only after the new one is in place; on failure the staging directory
+    is deleted and ``path`` is left exactly as it was. Like the temporary files, the staging directory carries its
+    writer's host and pid, so the next run into the same folder removes one a killed run left behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in (".partial", ".old"):  # left behind by a killed run (its writer is gone)
+        remove_stale_temporaries(path.parent, suffix)
+    staging = Path(tempfile.mkdtemp(prefix=temporary_prefix(path.name), suffix=".partial", dir=path.parent))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    os.chmod(staging, 0o755)
+    old = None
+    if path.exists() or path.is_symlink():
+        old = Path(tempfile.mkdtemp(prefix=temporary_prefix(path.name), suffix=".old", dir=path.parent))
+        os.rmdir(old)
+        os.replace(path, old)
+    os.replace(staging, path)
+    if old is not None:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink()

@@ -10,7 +10,7 @@ DVC tracks, so the code carries no second set of defaults that could silently di
 
 from __future__ import annotations
 
-from minkseg.errors import MinkSegError
+from minkseg.errors import ConfigError
 
 import difflib
 import hashlib
@@ -25,6 +25,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 __all__ = [
     "ConfigError",
+    "SPEED_ONLY_KEYS",
+    "speed_only_keys",
     "BaseParams",
     "SyntheticParams",
     "DownloadParams",
@@ -41,10 +43,6 @@ __all__ = [
 ]
 
 DATASETS = ("synthetic-scannet", "scannet", "synthia4d", "synthetic-synthia4d")
-
-
-class ConfigError(MinkSegError, ValueError):
-    """params.yaml is missing, unreadable or has an invalid value; the message names the file and key path."""
 
 
 def _reject_bool(value: Any) -> Any:
@@ -243,8 +241,24 @@ def flatten(nested: Any) -> dict[str, Any]:
     return out
 
 
-# Keys that change how fast a stage runs, not what it computes; changing them does not invalidate a checkpoint.
-_SPEED_ONLY_KEYS = (("train", "num_workers"), ("train", "checkpoint_every"), ("preprocess", "num_workers"))
+SPEED_ONLY_KEYS = ("preprocess.num_workers", "train.num_workers", "train.checkpoint_every")
+"""Params that change how fast a stage runs, never what it computes, so a checkpoint made under other values is
+resumed and no stage output records them. The one list: :meth:`Params.fingerprint`, the trainer's resume
+fingerprint and the lineage records all read it.
+
+Why these three: scene conversions in parallel write the same files; data-loading workers load the same seeded
+samples (each sample's RNG is seeded from (seed, epoch, index), not from the worker); a checkpoint only saves the
+state, it draws no random number. Not in it, though each sounds like bookkeeping: ``train.log_every`` and
+``train.val_subset_every`` (they shape the curves a resumed run appends to), ``train.val_batch_size`` (batched
+scenes go through the GEMMs in other shapes: bit-identical logits in a check on this CPU, but nothing guarantees
+it, and the best weights are picked on those numbers), ``train.deterministic``, ``train.amp`` and
+``base.num_threads`` (other kernels or summation orders: other last digits).
+"""
+
+
+def speed_only_keys(group: str) -> set[str]:
+    """The names of ``group``'s speed-only keys (``{"num_workers", "checkpoint_every"}`` for ``train``)."""
+    return {key.split(".", 1)[1] for key in SPEED_ONLY_KEYS if key.split(".", 1)[0] == group}
 
 
 class Params(_Group):
@@ -265,7 +279,8 @@ class Params(_Group):
     def fingerprint(self, groups: Iterable[str] = ("base", "download", "preprocess", "voxelize", "train")) -> str:
         """A stable hash of the given groups; a checkpoint is only resumed under an identical fingerprint."""
         dumped = self.model_dump(mode="json")
-        for group, key in _SPEED_ONLY_KEYS:
+        for dotted in SPEED_ONLY_KEYS:
+            group, key = dotted.split(".", 1)
             dumped[group].pop(key, None)
         payload = {group: dumped[group] for group in groups}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

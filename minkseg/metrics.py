@@ -10,7 +10,7 @@ ScanNet benchmark.
 
 from __future__ import annotations
 
-from minkseg.errors import MinkSegError
+from minkseg.errors import MetricsError
 
 from typing import Any, Sequence
 
@@ -30,10 +30,6 @@ __all__ = [
     "SegmentationMetrics",
     "summarize",
 ]
-
-
-class MetricsError(MinkSegError, ValueError):
-    """Labels, predictions or scores that cannot be scored (wrong shape, out-of-range class id)."""
 
 
 def _as_numpy(array: Any) -> np.ndarray:

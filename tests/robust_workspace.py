@@ -235,7 +235,7 @@ def evaluator_predictions(root: Path, tmp_path_factory: Any) -> Path:
         params = params_from_dict(yaml.safe_load((root / "params.yaml").read_text()))
         paths = pipeline.PipelinePaths(root)
         model, payload = pipeline.load_trained_model(paths.model)
-        evaluator = Evaluator.from_params(params, model, num_classes=int(payload["num_classes"]),
+        evaluator = Evaluator.from_params(params, model, num_classes=int(payload["model"]["out_channels"]),
                                           class_names=payload["class_names"], device="cpu")
         out_dir = tmp_path_factory.mktemp("evaluator-predictions")
         evaluator.evaluate(pipeline._VotingScenes(params, paths), predictions_dir=out_dir, progress=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,43 @@ def test_params_are_frozen():
     params = load_params(REPO / "params.yaml")
     with pytest.raises(Exception):
         params.train.lr = 1.0
+
+
+def _changed(data: dict, dotted: str) -> dict:
+    """A copy of the params with ``dotted``'s value changed to another valid value of the same type."""
+    changed = copy.deepcopy(data)
+    group, key = dotted.split(".", 1)
+    changed[group][key] = changed[group][key] + 3
+    return changed
+
+
+@pytest.mark.parametrize("dotted", ["preprocess.num_workers", "train.num_workers", "train.checkpoint_every"])
+def test_speed_only_keys_change_no_fingerprint_and_no_record(dotted, tmp_path):
+    """The one list of speed-only keys: the params fingerprint, the trainer's resume fingerprint and every stage's
+    lineage record ignore exactly these keys."""
+    from minkseg.config import SPEED_ONLY_KEYS
+    from minkseg.engine import Trainer
+    from minkseg.engine.lineage import CHAIN, stage_params
+    from tests.engine_toys import NUM_CLASSES, ToyNet, ToyScenes, collate, dense_input
+
+    assert dotted in SPEED_ONLY_KEYS
+    before, after = params_from_dict(shipped()), params_from_dict(_changed(shipped(), dotted))
+    assert after.fingerprint() == before.fingerprint()
+    for stage in CHAIN[1:]:
+        assert stage_params(stage, after) == stage_params(stage, before)
+
+    def resume_fingerprint(params):
+        return Trainer(ToyNet(), params.train, train_dataset=ToyScenes(4, seed=1), collate_fn=collate,
+                       num_classes=NUM_CLASSES, seed=7, input_builder=dense_input, progress=False,
+                       checkpoint_dir=tmp_path / "ckpt").fingerprint
+
+    assert resume_fingerprint(after) == resume_fingerprint(before)
+
+
+@pytest.mark.parametrize("dotted", ["train.log_every", "train.val_subset_every", "train.val_batch_size",
+                                    "base.num_threads"])
+def test_bookkeeping_keys_that_shape_results_are_not_speed_only(dotted, tmp_path):
+    from minkseg.config import SPEED_ONLY_KEYS
+
+    assert dotted not in SPEED_ONLY_KEYS
+    assert params_from_dict(_changed(shipped(), dotted)).fingerprint() != params_from_dict(shipped()).fingerprint()

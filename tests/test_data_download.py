@@ -9,7 +9,7 @@ import tarfile
 import pytest
 
 from minkseg.data.download import download, sidecar_path, verify_file
-from minkseg.data.errors import DataError
+from minkseg.errors import DataError
 from minkseg.data.extract import safe_extract
 from minkseg.data.prepare import extract_archive, prepare_raw
 from tests.data_fixtures import serve_bytes, tar_bytes, tar_file, tar_link, url_of

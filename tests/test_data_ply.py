@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from minkseg.data.errors import DataError
+from minkseg.errors import DataError
 from minkseg.data.ply import encode_ply, read_ply, read_ply_header, write_ply
 
 ALL_TYPES = ["i1", "u1", "i2", "u2", "i4", "u4", "f4", "f8"]

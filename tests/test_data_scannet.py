@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 
-from minkseg.data.errors import DataError
+from minkseg.errors import DataError
 from minkseg.data.preprocess import load_manifest, preprocess
 from minkseg.data.registry import SCANNET_VALID_NYU40, get_spec
 from minkseg.data.scannet import check_scannet_root, nyu40_class_names, nyu40_to_class

@@ -7,8 +7,10 @@ import json
 import numpy as np
 import pytest
 
+from minkseg.data import get_spec
+from minkseg.data.quantize import VoxelParams
 from minkseg.data.datasets import TrainDataset
-from minkseg.data.errors import DataError
+from minkseg.errors import DataError
 from minkseg.data.ply import read_ply
 from minkseg.data.prepare import prepare_raw
 from minkseg.data.preprocess import preprocess
@@ -116,7 +118,8 @@ def test_synthetic_synthia4d_goes_through_tar_bz2_extraction(tmp_path):
         heights = scene.coords[scene.extra["raw_label"] == 3, 1]
         assert len(heights) and np.abs(heights).max() < 0.01
     preprocess("synthetic-synthia4d", raw, tmp_path / "pre", splits=("train",), progress=False)
-    sample = TrainDataset(tmp_path / "pre", "train", temporal_numseq=3, temporal_dilation=1)[(0, 0)]
+    sample = TrainDataset(tmp_path / "pre", "train", VoxelParams(get_spec("synthetic-synthia4d").voxel_size,
+                                                                temporal_numseq=3, temporal_dilation=1))[(0, 0)]
     assert sample["coordinates"].shape[1] == 4 and sample["frames"] == [0, 1, 2]
     prepare_raw("synthetic-synthia4d", tmp_path / "raw", synthetic=options, seed=1, progress=False)  # re-run
     assert len(list(raw.glob("SYNTHIA-SEQS-01-DAWN/point_clouds/*.ply"))) == 3

@@ -8,13 +8,16 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from minkseg.data import get_spec
 from minkseg.data.collate import Collate, collate
 from minkseg.data.datasets import EvalDataset, TrainDataset, VoxelizedDataset
-from minkseg.data.errors import DataError
 from minkseg.data.preprocess import preprocess
+from minkseg.data.quantize import VoxelParams, Voxelizer, majority_labels
 from minkseg.data.voxelize import voxelize_split
-from minkseg.data.voxelizer import Voxelizer, majority_labels
+from minkseg.errors import DataError
 from tests.data_fixtures import random_scene, write_scannet_scene
+
+SCANNET_VOXEL = VoxelParams(get_spec("synthetic-scannet").voxel_size)  # the dataset's own voxel size
 
 
 @settings(max_examples=40, deadline=None)
@@ -84,9 +87,9 @@ def _dataset(tmp_path, n_train=3, n_val=2, n=1500):
 
 def test_eval_files_equal_on_the_fly_eval_samples(tmp_path):
     pre = _dataset(tmp_path)
-    manifest = voxelize_split(pre, tmp_path / "vox", ("val",), voxel_size=0.1, workers=2, progress=False)
+    manifest = voxelize_split(pre, tmp_path / "vox", ("val",), VoxelParams(0.1), workers=2, progress=False)
     assert manifest["dimension"] == 3 and len(manifest["splits"]["val"]) == 2
-    on_the_fly = EvalDataset(pre, "val", voxel_size=0.1)
+    on_the_fly = EvalDataset(pre, "val", VoxelParams(0.1))
     stored = VoxelizedDataset(tmp_path / "vox", "val")
     for i in range(2):
         a, b = on_the_fly[i], stored[i]
@@ -100,20 +103,20 @@ def test_eval_files_equal_on_the_fly_eval_samples(tmp_path):
 
 def test_voxelize_failure_keeps_the_previous_output(tmp_path):
     pre = _dataset(tmp_path)
-    voxelize_split(pre, tmp_path / "vox", "val", progress=False)
+    voxelize_split(pre, tmp_path / "vox", "val", SCANNET_VOXEL, progress=False)
     before = sorted(p.name for p in (tmp_path / "vox" / "val").iterdir())
     (pre / "val" / "scene0004_00.npz").write_bytes(b"garbage")
     with pytest.raises(DataError, match="scene0004_00"):
-        voxelize_split(pre, tmp_path / "vox", "val", progress=False)
+        voxelize_split(pre, tmp_path / "vox", "val", SCANNET_VOXEL, progress=False)
     assert sorted(p.name for p in (tmp_path / "vox" / "val").iterdir()) == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 def test_eval_rotation_for_test_time_voting(tmp_path):
     pre = _dataset(tmp_path)
-    plain = EvalDataset(pre, "val", voxel_size=0.1)[0]
-    full_turn = EvalDataset(pre, "val", voxel_size=0.1, rotation_degrees=360.0)[0]
-    quarter = EvalDataset(pre, "val", voxel_size=0.1, rotation_degrees=90.0, rotation_axis="z")[0]
+    plain = EvalDataset(pre, "val", VoxelParams(0.1))[0]
+    full_turn = EvalDataset(pre, "val", VoxelParams(0.1), rotation_degrees=360.0)[0]
+    quarter = EvalDataset(pre, "val", VoxelParams(0.1), rotation_degrees=90.0, rotation_axis="z")[0]
     assert len(full_turn["coordinates"]) == len(plain["coordinates"])
     # a quarter turn about z maps the voxel grid onto itself: (x, y) -> (-y, x), same occupancy
     assert len(quarter["coordinates"]) == len(plain["coordinates"])
@@ -123,7 +126,7 @@ def test_eval_rotation_for_test_time_voting(tmp_path):
 
 def test_training_samples_are_deterministic_per_seed(tmp_path):
     pre = _dataset(tmp_path)
-    ds = TrainDataset(pre, "train", voxel_size=0.08)
+    ds = TrainDataset(pre, "train", VoxelParams(0.08))
     a, b, c = ds[(1, 42)], ds[(1, 42)], ds[(1, 43)]
     for key in ("coordinates", "features", "labels"):
         np.testing.assert_array_equal(a[key], b[key])
@@ -134,13 +137,13 @@ def test_training_samples_are_deterministic_per_seed(tmp_path):
     np.testing.assert_array_equal(ds[1]["features"], d["features"])
     assert a["features"].min() >= -0.5 and a["features"].max() <= 0.5
     assert set(np.unique(a["labels"]).tolist()) <= {0, 1, 2, 4, 255}
-    plain = TrainDataset(pre, "train", voxel_size=0.08, augment=False)
+    plain = TrainDataset(pre, "train", VoxelParams(0.08), augment=False)
     np.testing.assert_array_equal(plain[(0, 1)]["coordinates"], plain[(0, 2)]["coordinates"])
 
 
 def test_dataloader_collate_and_point_limit(tmp_path):
     pre = _dataset(tmp_path)
-    ds = TrainDataset(pre, "train", voxel_size=0.1)
+    ds = TrainDataset(pre, "train", VoxelParams(0.1))
     loader = torch.utils.data.DataLoader(ds, batch_sampler=[[(0, 1), (1, 2), (2, 3)]], collate_fn=Collate(0),
                                          num_workers=1)
     batch = next(iter(loader))
@@ -155,7 +158,35 @@ def test_dataloader_collate_and_point_limit(tmp_path):
     limited = Collate(first + 1)(samples)
     assert limited["names"] == [samples[0]["name"]]
     assert len(Collate(1)(samples)["names"]) == 1  # an oversized first sample is still kept
-    ev = EvalDataset(pre, "val", voxel_size=0.1)
+    ev = EvalDataset(pre, "val", VoxelParams(0.1))
     eb = collate([ev[0], ev[1]])
     assert [m.dtype for m in eb["inverse_maps"]] == [torch.int64, torch.int64]
     assert int(eb["inverse_maps"][1].max()) < eb["offsets"][2] - eb["offsets"][1]
+
+
+def test_voxel_params_are_one_frozen_checked_value():
+    import dataclasses
+
+    voxel = VoxelParams(0.05, clip_bound=[[-1, 1], [-2, 2], [0, 3]], label_mode="majority", ignore_label=100,
+                        temporal_numseq=3, temporal_dilation=2)
+    assert voxel.clip_bound == ((-1.0, 1.0), (-2.0, 2.0), (0.0, 3.0))  # lists from YAML become hashable tuples
+    assert VoxelParams(**voxel.as_dict()) == voxel and hash(VoxelParams(**voxel.as_dict())) == hash(voxel)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        voxel.voxel_size = 0.1
+    for fields, message in [({"voxel_size": 0}, "voxel_size must be > 0"),
+                            ({"voxel_size": 0.1, "label_mode": "vote"}, "unknown voxel label mode 'vote'"),
+                            ({"voxel_size": 0.1, "temporal_numseq": 0}, "temporal_numseq and temporal_dilation"),
+                            ({"voxel_size": 0.1, "clip_bound": [[0, 1]]}, "clip_bound must be None, 'dataset'")]:
+        with pytest.raises(DataError, match=message):
+            VoxelParams(**fields)
+
+
+def test_pipeline_hands_every_voxelize_param_to_one_voxel_params_object():
+    from minkseg.config import params_from_dict
+    from minkseg.engine.pipeline import voxel_params
+    from tests.robust_workspace import tiny_params
+
+    params = params_from_dict(tiny_params(voxelize__label_mode="majority", voxelize__temporal_numseq=2,
+                                          voxelize__clip_bound=[[-5, 5]] * 3, base__ignore_label=254))
+    assert voxel_params(params) == VoxelParams(0.1, clip_bound=((-5.0, 5.0),) * 3, label_mode="majority",
+                                               ignore_label=254, temporal_numseq=2, temporal_dilation=30)

@@ -62,3 +62,27 @@ def test_json_is_strict_with_numpy_torch_and_nan(tmp_path):
     with pytest.raises(TypeError, match="cannot write a value of type object"):
         atomic_write_json(tmp_path / "bad.json", {"x": object()})
     assert not (tmp_path / "bad.json").exists()
+
+
+def test_directory_is_replaced_whole_or_not_at_all(tmp_path):
+    from minkseg.atomic import atomic_directory, save_npz_atomic
+
+    target = tmp_path / "voxelized"
+    with atomic_directory(target) as staging:
+        save_npz_atomic(staging / "a.npz", {"x": np.arange(3)})
+    with pytest.raises(RuntimeError, match="scene 2 failed"):
+        with atomic_directory(target) as staging:
+            (staging / "b.txt").write_text("half of the new output")
+            raise RuntimeError("scene 2 failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["voxelized"]  # no staging directory left behind
+    assert [p.name for p in target.iterdir()] == ["a.npz"]
+    np.testing.assert_array_equal(np.load(target / "a.npz")["x"], np.arange(3))
+
+
+def test_data_layer_import_path_is_only_a_reexport():
+    """minkseg.data.atomic stays importable for the datasets branch of issue #14, but defines nothing itself."""
+    import minkseg.atomic
+    import minkseg.data.atomic
+
+    for name in minkseg.data.atomic.__all__:
+        assert getattr(minkseg.data.atomic, name) is getattr(minkseg.atomic, name)

@@ -15,7 +15,7 @@ import torch
 import torch.multiprocessing as mp
 
 from minkseg.engine import distributed
-from minkseg.engine.checkpoints import load_torch
+from minkseg.weights import load_torch
 from minkseg.engine.sampling import EpochOrder
 from minkseg.engine.trainer import Trainer, seed_everything
 from minkseg.metrics import confusion_matrix

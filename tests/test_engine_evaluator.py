@@ -11,21 +11,21 @@ import pytest
 import torch
 from torch import nn
 
-from minkseg.data.datasets import rotation_matrix
+from minkseg.data.quantize import VoxelParams
 from minkseg.engine import EngineError, Evaluator, write_evaluation
-from minkseg.engine.evaluator import rotate_points
+from minkseg.engine.predictor import Predictor, voting_rotations
 from minkseg.engine.export import confusion_rows, palette, write_point_cloud
 from minkseg.metrics import confusion_matrix, summarize
 from tests.engine_toys import dense_input
 
 NUM_CLASSES = 3
-WEIGHTS = np.array([[2.0, -1.0, 0.5], [-1.0, 2.0, 0.0], [0.0, 0.5, 2.0], [1.0, 1.0, -1.0]], dtype=np.float32)
+WEIGHTS = np.array([[2.0, -1.0, 0.5], [-1.0, 2.0, 0.0], [0.0, 0.5, 2.0]], dtype=np.float32)
 
 
 class FixedLinear(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.linear = nn.Linear(4, NUM_CLASSES, bias=False)
+        self.linear = nn.Linear(3, NUM_CLASSES, bias=False)
         with torch.no_grad():
             self.linear.weight.copy_(torch.from_numpy(WEIGHTS.T))
 
@@ -33,8 +33,8 @@ class FixedLinear(nn.Module):
         return self.linear(x)
 
 
-def voxelize(coordinates: np.ndarray, features: np.ndarray):
-    """Unit voxels on the spatial columns (time kept as is); voxel feature = mean of its points' features."""
+def unit_voxels(coordinates: np.ndarray, features: np.ndarray):
+    """Hand-made views for the evaluator's view format: unit voxels, voxel feature = mean of its points'."""
     quantised = np.floor(coordinates).astype(np.int32)
     voxels, inverse = np.unique(quantised, axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
@@ -43,67 +43,94 @@ def voxelize(coordinates: np.ndarray, features: np.ndarray):
     return voxels, (sums / np.bincount(inverse)[:, None]).astype(np.float32), inverse
 
 
-def expected_probabilities(coordinates, features):
-    _, voxel_features, inverse = voxelize(coordinates, features)
-    logits = voxel_features.astype(np.float64) @ WEIGHTS
+def softmax_at_points(view) -> np.ndarray:
+    """What the network gives every point of one view: the softmax of its voxel (computed here, not by the voter)."""
+    logits = np.asarray(view["features"], dtype=np.float64) @ WEIGHTS
     probabilities = np.exp(logits - logits.max(1, keepdims=True))
     probabilities /= probabilities.sum(1, keepdims=True)
-    return probabilities[inverse]
+    return probabilities[np.asarray(view["inverse"])]
 
 
-def make_scene(seed: int, points: int = 300, dimension: int = 3):
+def make_predictor(angles=(0.0,), **voxel_fields) -> Predictor:
+    """The real voting path (what `minkseg predict` and the evaluate stage's views use) on a fixed linear model."""
+    voxel = VoxelParams(voxel_size=2.0, clip_bound=None, **voxel_fields)
+    return Predictor(FixedLinear(), class_names=["a", "b", "c"], voxel=voxel, voting_angles=angles,
+                     device="cpu", input_builder=dense_input)
+
+
+def make_scene(seed: int, points: int = 300):
+    """xyz in metres, rgb 0..255, labels (every 13th point unannotated)."""
     rng = np.random.default_rng(seed)
-    coordinates = rng.uniform(0, 6, size=(points, dimension)).astype(np.float32)
-    if dimension == 4:
-        coordinates[:, 3] = rng.integers(0, 3, size=points)
-    features = rng.normal(size=(points, 4)).astype(np.float32)
-    labels = (features[:, :3] @ np.eye(3)).argmax(1)
+    xyz = rng.uniform(0, 6, size=(points, 3))
+    rgb = rng.uniform(0, 255, size=(points, 3))
+    labels = (rgb - 127.5).argmax(1)
     labels[::13] = 255
-    return {"name": f"scene{seed}", "coordinates": coordinates, "features": features, "labels": labels}
+    return {"name": f"scene{seed}", "xyz": xyz, "rgb": rgb, "labels": labels}
+
+
+def as_views(scene, predictor: Predictor):
+    """The evaluator's scene form, views built by the Predictor from the raw points."""
+    return {"name": scene["name"], "labels": scene["labels"], "points": scene["xyz"],
+            "views": predictor.views([(scene["xyz"], scene["rgb"], None)])}
 
 
 def make_evaluator(**kwargs):
-    return Evaluator(FixedLinear(), num_classes=NUM_CLASSES, voxelize=voxelize, class_names=["a", "b", "c"],
-                     input_builder=dense_input, **kwargs)
+    return Evaluator(FixedLinear(), num_classes=NUM_CLASSES, class_names=["a", "b", "c"], input_builder=dense_input,
+                     **kwargs)
 
 
 def test_every_point_gets_its_voxels_prediction():
     scene = make_scene(0)
-    probabilities = make_evaluator().predict(scene["coordinates"], scene["features"])
-    np.testing.assert_allclose(probabilities, expected_probabilities(scene["coordinates"], scene["features"]),
-                               rtol=1e-5, atol=1e-6)
+    predictor = make_predictor()
+    (view,) = predictor.views([(scene["xyz"], scene["rgb"], None)])
+    probabilities = predictor.predict(scene["xyz"], scene["rgb"]).probabilities
+    np.testing.assert_allclose(probabilities, softmax_at_points(view), rtol=1e-5, atol=1e-6)
     assert probabilities.shape == (300, NUM_CLASSES)
 
 
 def test_rotation_voting_averages_softmax_over_angles_and_keeps_time():
-    scene = make_scene(1, dimension=4)
-    angles = [0, 90, 180, 270]
-    voted = make_evaluator(rotation_angles=angles).predict(scene["coordinates"], scene["features"])
-    singles = [make_evaluator(rotation_angles=[a]).predict(scene["coordinates"], scene["features"]) for a in angles]
+    scene = make_scene(1)
+    angles = [0, 30, 60, 90]  # not only quarter turns: those map a cube of voxels onto itself
+    voted = make_predictor(angles).predict(scene["xyz"], scene["rgb"]).probabilities
+    singles = [make_predictor([a]).predict(scene["xyz"], scene["rgb"]).probabilities for a in angles]
     np.testing.assert_allclose(voted, np.mean(singles, axis=0), rtol=1e-5, atol=1e-6)
     assert not np.allclose(voted, singles[0], atol=1e-3)  # re-voxelising rotated scenes really changed something
-    rotated = rotate_points(scene["coordinates"], 90, "z")
-    np.testing.assert_array_equal(rotated[:, 3], scene["coordinates"][:, 3])
+    # a 4D window: every rotated view keeps each point in its own frame's time slice
+    window = make_predictor(angles, temporal_numseq=2, temporal_dilation=1)
+    frames = [(scene["xyz"][:150], scene["rgb"][:150], None), (scene["xyz"][150:], scene["rgb"][150:], None)]
+    for view in window.views(frames):
+        np.testing.assert_array_equal(view["coordinates"][view["inverse"], 3], [0] * 150 + [1] * 150)
 
 
 def test_rotation_geometry():
+    from minkseg.data.quantize import axis_rotation
+
     points = np.array([[0, 0, 0], [2, 0, 0], [0, 2, 0]], dtype=np.float64)
-    np.testing.assert_allclose(rotate_points(points, 90, "z")[1], [2, 2, 0], atol=1e-12)
-    np.testing.assert_allclose(rotation_matrix("z", 90) @ [1, 0, 0], [0, 1, 0], atol=1e-12)
-    np.testing.assert_allclose(rotation_matrix("x", 90) @ [0, 1, 0], [0, 0, 1], atol=1e-12)
-    np.testing.assert_allclose(rotation_matrix("y", 90) @ [0, 0, 1], [1, 0, 0], atol=1e-12)
-    assert rotate_points(points, 360, "z") is points
+    np.testing.assert_allclose(points @ axis_rotation("z", np.deg2rad(90)).T, [[0, 0, 0], [0, 2, 0], [-2, 0, 0]],
+                               atol=1e-12)
+    np.testing.assert_allclose(axis_rotation("z", np.deg2rad(90)) @ [1, 0, 0], [0, 1, 0], atol=1e-12)
+    np.testing.assert_allclose(axis_rotation("x", np.deg2rad(90)) @ [0, 1, 0], [0, 0, 1], atol=1e-12)
+    np.testing.assert_allclose(axis_rotation("y", np.deg2rad(90)) @ [0, 0, 1], [1, 0, 0], atol=1e-12)
+    np.testing.assert_array_equal(axis_rotation(2, 0.3), axis_rotation("z", 0.3))
+    # a full turn is the unrotated view: voted once, and voxelised exactly as no rotation
+    assert voting_rotations([360]) == [0.0]
+    scene = make_scene(3)
+    full_turn, plain = make_predictor([360]).views([(scene["xyz"], scene["rgb"], None)]), \
+        make_predictor([0]).views([(scene["xyz"], scene["rgb"], None)])
+    np.testing.assert_array_equal(full_turn[0]["coordinates"], plain[0]["coordinates"])
 
 
 def test_evaluate_writes_metrics_plots_ply_png_and_predictions(tmp_path):
     scenes = [make_scene(seed) for seed in range(3)]
+    predictor = make_predictor()
     evaluator = make_evaluator()
-    result = evaluator.evaluate(scenes, export_dir=tmp_path / "export", export_count=2,
-                                predictions_dir=tmp_path / "pred", progress=False)
+    result = evaluator.evaluate([as_views(scene, predictor) for scene in scenes], export_dir=tmp_path / "export",
+                                export_count=2, predictions_dir=tmp_path / "pred", progress=False)
 
     expected_cm = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
     for scene in scenes:
-        predicted = expected_probabilities(scene["coordinates"], scene["features"]).argmax(1)
+        (view,) = predictor.views([(scene["xyz"], scene["rgb"], None)])
+        predicted = softmax_at_points(view).argmax(1)
         expected_cm += confusion_matrix(scene["labels"], predicted, NUM_CLASSES)
         np.testing.assert_array_equal(np.load(tmp_path / "pred" / f"{scene['name']}.npy"), predicted)
     np.testing.assert_array_equal(result.confusion, expected_cm)
@@ -152,7 +179,7 @@ def test_evaluate_writes_metrics_plots_ply_png_and_predictions(tmp_path):
         dtype = [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1"),
                  ("label", "<i4"), ("prediction", "<i4")]
         vertices = np.frombuffer(body, dtype=dtype)
-        np.testing.assert_allclose(vertices["x"], scene["coordinates"][:, 0])
+        np.testing.assert_allclose(vertices["x"], scene["xyz"][:, 0].astype(np.float32))
         np.testing.assert_array_equal(vertices["label"], scene["labels"])
         colours = palette(NUM_CLASSES)[vertices["prediction"]]
         np.testing.assert_array_equal(vertices["red"], colours[:, 0])
@@ -165,14 +192,11 @@ def test_evaluate_writes_metrics_plots_ply_png_and_predictions(tmp_path):
 
 def test_bad_voxeliser_and_empty_inputs_are_clear_errors():
     scene = make_scene(2)
-
-    def broken(coordinates, features):
-        voxels, voxel_features, inverse = voxelize(coordinates, features)
-        return voxels, voxel_features, inverse[:-1]
-
-    evaluator = Evaluator(FixedLinear(), num_classes=NUM_CLASSES, voxelize=broken, input_builder=dense_input)
+    views = make_predictor().views([(scene["xyz"], scene["rgb"], None)])
+    broken = [{**view, "inverse": view["inverse"][:-1]} for view in views]  # one point short
+    evaluator = make_evaluator()
     with pytest.raises(EngineError, match="scene s: the voxeliser's inverse map does not map its 300 points"):
-        evaluator.predict(scene["coordinates"], scene["features"], name="s")
+        evaluator.evaluate([{"name": "s", "labels": scene["labels"], "views": broken}], progress=False)
     with pytest.raises(EngineError, match="no scenes to evaluate"):
         make_evaluator().evaluate([], progress=False)
     with pytest.raises(EngineError, match="rotation_angles"):
@@ -192,10 +216,11 @@ def test_confusion_plot_rows_keep_proportions_when_downsampled(tmp_path):
 def test_prevoxelised_views_with_uncovered_points(tmp_path):
     """The form minkseg.data's evaluation samples take: per-angle views, inverse -1 outside a clip box."""
     scene = make_scene(5)
+    scene["features"] = scene["rgb"] / 255 - 0.5
     labels = scene["labels"].copy()
     views = []
     for shift in (0.0, 0.5):  # two different quantisations of the same points
-        voxels, voxel_features, inverse = voxelize(scene["coordinates"] + shift, scene["features"])
+        voxels, voxel_features, inverse = unit_voxels(scene["xyz"] + shift, scene["features"])
         inverse = inverse.copy()
         inverse[:10] = -1  # the first 10 points fall outside both views
         if shift:
@@ -207,7 +232,7 @@ def test_prevoxelised_views_with_uncovered_points(tmp_path):
     result = make_evaluator().evaluate([{"views": views}], export_dir=tmp_path, export_count=1,
                                        predictions_dir=tmp_path / "pred", progress=False)
 
-    per_view = [expected_probabilities(scene["coordinates"] + s, scene["features"]) for s in (0.0, 0.5)]
+    per_view = [softmax_at_points(view) for view in views]
     expected = (per_view[0] + per_view[1]) / 2
     expected[10:20] = per_view[0][10:20]
     predictions = expected.argmax(1)
@@ -223,4 +248,4 @@ def test_prevoxelised_views_with_uncovered_points(tmp_path):
     vertices = np.frombuffer(body[1], dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("r", "u1"), ("g", "u1"),
                                              ("b", "u1"), ("label", "<i4"), ("prediction", "<i4")])
     # positions are voxel centres: within half a voxel of the original points
-    assert np.abs(vertices["x"] - scene["coordinates"][10:, 0]).max() <= 0.5 + 1e-6
+    assert np.abs(vertices["x"] - scene["xyz"][10:, 0]).max() <= 0.5 + 1e-6

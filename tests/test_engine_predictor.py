@@ -11,6 +11,7 @@ from minkseg.data.ply import read_ply_file
 from minkseg.engine import EngineError
 from minkseg.engine.export import palette
 from minkseg.engine.predictor import PointPrediction, Predictor, voting_rotations
+from minkseg.nn import build_model
 from tests.robust_workspace import evaluator_predictions, shared_workspace
 
 
@@ -106,8 +107,30 @@ def test_bad_points_are_one_clear_error(predictor, xyz, rgb, message):
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
-def test_model_file_without_prediction_keys_is_refused(workspace, tmp_path):
+def format1_payload(payload: dict) -> dict:
+    """A model file as MinkSeg wrote it before the file described its network as build_model's arguments (format
+    1: the network and voxel parameters as flat keys, no label_mode, no format key)."""
+    network, voxel = payload["model"], payload["voxelization"]
+    old = {key: value for key, value in payload.items() if key not in ("format", "model", "voxelization")}
+    old.update(model=network["name"], in_channels=network["in_channels"], num_classes=network["out_channels"],
+               dimension=network["D"], conv1_kernel_size=network["conv1_kernel_size"],
+               bn_momentum=network["bn_momentum"], **{k: v for k, v in voxel.items() if k != "label_mode"})
+    return old
+
+
+def test_model_file_of_format_1_still_loads_and_predicts_the_same(workspace, predictor, tmp_path):
     payload = torch.load(workspace / "models" / "model.pt", weights_only=True)
+    assert payload["format"] == 2 and build_model(**payload["model"]) is not None  # the file describes itself
+    torch.save(format1_payload(payload), tmp_path / "format1.pt")
+    old = Predictor.from_model_file(tmp_path / "format1.pt", device="cpu")
+    assert old.voxel == predictor.voxel and old.class_names == predictor.class_names
+    name, xyz, rgb = val_scene(workspace)
+    np.testing.assert_array_equal(old.predict(xyz, rgb, name=name).labels,
+                                  predictor.predict(xyz, rgb, name=name).labels)
+
+
+def test_model_file_without_prediction_keys_is_refused(workspace, tmp_path):
+    payload = format1_payload(torch.load(workspace / "models" / "model.pt", weights_only=True))
     del payload["voxel_size"], payload["clip_bound"]
     torch.save(payload, tmp_path / "old.pt")
     with pytest.raises(EngineError, match=r"old.pt: the model file lacks voxel_size, clip_bound \(written by an "

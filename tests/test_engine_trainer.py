@@ -12,10 +12,11 @@ import torch
 
 from tests.engine_toys import NUM_CLASSES, ToyNet, ToyScenes, collate, dense_input, train_params
 from minkseg.engine import CheckpointError, EngineError, Trainer
-from minkseg.engine.checkpoints import load_model_weights, load_torch, rng_state, save_torch, set_rng_state
+from minkseg.engine.rng import rng_state, set_rng_state
 from minkseg.engine.sampling import EpochOrder, ResumableBatchSampler, limit_batch_points, sample_seed
 from minkseg.engine.schedules import make_schedule
 from minkseg.engine.trainer import resolve_device, seed_everything
+from minkseg.weights import load_torch, load_weights, save_torch
 
 
 class Interrupt(Exception):
@@ -239,16 +240,17 @@ def test_unsafe_mismatched_and_broken_weight_files_are_refused(tmp_path):
     model = ToyNet()
     other = ToyNet(hidden=8)
     save_torch(other.state_dict(), tmp_path / "other.pt")
-    with pytest.raises(CheckpointError, match=r"another model than ToyNet: .*net.0.weight is \[8, 4\] in the file"):
-        load_model_weights(model, tmp_path / "other.pt", "ToyNet")
+    with pytest.raises(CheckpointError, match=r"weights do not fit ToyNet \(saved for another model: .*"
+                                              r"net.0.weight is \[8, 4\] in the file"):
+        load_weights(model, tmp_path / "other.pt", "ToyNet")
     save_torch([1, 2, 3], tmp_path / "list.pt")
     with pytest.raises(CheckpointError, match="does not contain a model state_dict"):
-        load_model_weights(model, tmp_path / "list.pt")
+        load_weights(model, tmp_path / "list.pt")
     (tmp_path / "cut.pt").write_bytes(open(tmp_path / "other.pt", "rb").read()[:100])
     with pytest.raises(CheckpointError, match="not a readable PyTorch file"):
         load_torch(tmp_path / "cut.pt")
     save_torch({"module." + k: v for k, v in model.state_dict().items()}, tmp_path / "ddp.pt")
-    load_model_weights(ToyNet(), tmp_path / "ddp.pt")  # DDP-prefixed keys are accepted
+    load_weights(ToyNet(), tmp_path / "ddp.pt")  # DDP-prefixed keys are accepted
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

@@ -230,17 +230,19 @@ def test_4d_window_of_each_frame():
 
 def test_4d_model_predicts_every_frame_of_a_sequence_folder(tmp_path, capsys):
     """A Synthia4D-format folder (frames in cm): one output per frame, each at its own original points."""
-    from minkseg.engine.modelfile import save_model_file
+    from minkseg.weights import save_model_file
     from minkseg.nn import build_model
 
     torch.manual_seed(0)
     names = [f"c{i}" for i in range(12)]
     model = build_model("STRes16UNet14A", 3, 12, D=4)
     save_model_file(tmp_path / "model4d.pt", model.state_dict(), {
-        "model": "STRes16UNet14A", "in_channels": 3, "num_classes": 12, "dimension": 4, "conv1_kernel_size": 3,
-        "bn_momentum": 0.02, "class_names": names, "dataset": "synthetic-synthia4d", "voxel_size": 0.5,
-        "clip_bound": [[-25.0, 25.0]] * 3, "rotation_angles": [0.0], "rotation_axis": "y", "temporal_numseq": 3,
-        "temporal_dilation": 2, "ignore_label": 255})
+        "model": {"name": "STRes16UNet14A", "in_channels": 3, "out_channels": 12, "D": 4, "conv1_kernel_size": 3,
+                  "bn_momentum": 0.02},
+        "class_names": names, "dataset": "synthetic-synthia4d",
+        "voxelization": {"voxel_size": 0.5, "clip_bound": [[-25.0, 25.0]] * 3, "label_mode": "ignore",
+                         "ignore_label": 255, "temporal_numseq": 3, "temporal_dilation": 2},
+        "rotation_angles": [0.0], "rotation_axis": "y"})
     rng = np.random.default_rng(0)
     sequence = tmp_path / "SYNTHIA-SEQS-01-DAWN"
     (sequence / "point_clouds").mkdir(parents=True)

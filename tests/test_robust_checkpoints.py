@@ -64,9 +64,9 @@ def test_model_file_for_another_class_count_or_dataset_is_refused(root, capsys, 
     from minkseg.nn import build_model
 
     payload = torch.load(root / "models" / "model.pt", weights_only=True)
-    payload.update(num_classes=12, dataset="synthetic-synthia4d", class_names=[f"c{i}" for i in range(12)],
-                   state_dict=build_model("Res16UNet14A", 3, 12, D=3,
-                                          conv1_kernel_size=payload["conv1_kernel_size"]).state_dict())
+    payload["model"]["out_channels"] = 12
+    payload.update(dataset="synthetic-synthia4d", class_names=[f"c{i}" for i in range(12)],
+                   state_dict=build_model(**payload["model"]).state_dict())
     torch.save(payload, root / "models" / "model.pt")
     line = refused(root, "evaluate", capsys, monkeypatch)
     assert line == ("minkseg evaluate: error: models/model.pt: was trained on synthetic-synthia4d with 12 classes but "

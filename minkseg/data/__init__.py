@@ -14,7 +14,7 @@ Dataset facts: :func:`get_spec` / :class:`DatasetSpec`. Every data problem raise
 from minkseg.data.class_balance import balanced_class_weights
 from minkseg.data.collate import Collate, collate
 from minkseg.data.datasets import EvalDataset, TrainDataset, VoxelizedDataset
-from minkseg.data.errors import DataError
+from minkseg.errors import DataError
 from minkseg.data.evalfile import load_voxelized_manifest, load_voxelized_sample
 from minkseg.data.ply import read_ply, write_ply
 from minkseg.data.prepare import RawReport, prepare_raw
@@ -22,7 +22,7 @@ from minkseg.data.preprocess import load_manifest, preprocess
 from minkseg.data.registry import DEFAULT_DATASET, DatasetSpec, dataset_names, get_spec
 from minkseg.data.scenefile import Scene, load_scene, save_scene
 from minkseg.data.voxelize import voxelize_split
-from minkseg.data.voxelizer import Voxelizer
+from minkseg.data.quantize import Voxelizer
 
 __all__ = [
     "Collate", "collate", "EvalDataset", "TrainDataset", "VoxelizedDataset", "DataError", "load_voxelized_manifest",

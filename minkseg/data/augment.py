@@ -19,7 +19,7 @@ import numpy as np
 from scipy.interpolate import RegularGridInterpolator
 from scipy.ndimage import uniform_filter1d
 
-from minkseg.data.errors import DataError
+from minkseg.errors import DataError
 
 Sample = tuple[np.ndarray, np.ndarray, np.ndarray]
 

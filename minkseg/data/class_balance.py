@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from minkseg.data.errors import DataError
+from minkseg.errors import DataError
 from minkseg.data.preprocess import load_manifest
 
 __all__ = ["balanced_class_weights"]

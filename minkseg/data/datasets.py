@@ -32,14 +32,11 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from minkseg.data.augment import ElasticDistortion, normalize_color, training_transforms
-from minkseg.data.errors import DataError
+from minkseg.errors import DataError
 from minkseg.data.evalfile import load_voxelized_manifest, load_voxelized_sample
 from minkseg.data.samples import SceneSamples
 from minkseg.data.scenefile import Scene
-from minkseg.data.voxelizer import Voxelizer, axis_rotation
-
-SPEC_DEFAULT = "spec"  # sentinel: take the value from the dataset's registry spec
-AXES = {"x": 0, "y": 1, "z": 2}
+from minkseg.data.quantize import DATASET_BOUND, VoxelParams, Voxelizer, axis_rotation
 
 
 def _frames(scenes: Sequence[Scene]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]]:
@@ -54,21 +51,22 @@ def _key(key: Any) -> tuple[int, np.random.Generator]:
 
 
 class _VoxelDataset(Dataset):
-    def __init__(self, preprocessed_dir: str | os.PathLike, split: str, *, voxel_size: float | None,
-                 clip_bound: Any, augment: bool, label_mode: str, temporal_numseq: int,
-                 temporal_dilation: int) -> None:
-        self.samples = SceneSamples(preprocessed_dir, split, temporal_numseq, temporal_dilation)
+    def __init__(self, preprocessed_dir: str | os.PathLike, split: str, voxel: VoxelParams, *,
+                 augment: bool) -> None:
+        self.samples = SceneSamples(preprocessed_dir, split, voxel.temporal_numseq, voxel.temporal_dilation)
         self.spec = self.samples.spec
         self.split = split
-        self.voxel_size = float(voxel_size if voxel_size is not None else self.spec.voxel_size)
-        if isinstance(clip_bound, str) and clip_bound == SPEC_DEFAULT:
+        self.voxel = voxel
+        self.voxel_size = voxel.voxel_size
+        clip_bound = voxel.clip_bound
+        if clip_bound == DATASET_BOUND:
             clip_bound = self.spec.clip_bound_train if augment else self.spec.clip_bound_test
         self.voxelizer = Voxelizer(
             self.voxel_size, clip_bound=clip_bound,
             rotation_bound=self.spec.rotation_bound if augment else None,
             scale_bound=self.spec.scale_bound if augment else None,
             translation_ratio_bound=self.spec.translation_ratio_bound if augment else None,
-            ignore_label=self.spec.ignore_label, label_mode=label_mode)
+            ignore_label=voxel.ignore_label, label_mode=voxel.label_mode)
 
     @property
     def dimension(self) -> int:
@@ -96,13 +94,10 @@ class _VoxelDataset(Dataset):
 class TrainDataset(_VoxelDataset):
     """Augmented, voxelised training samples from the preprocessed scenes (see module docstring)."""
 
-    def __init__(self, preprocessed_dir: str | os.PathLike, split: str = "train", *,
-                 voxel_size: float | None = None, clip_bound: Any = SPEC_DEFAULT, augment: bool = True,
-                 label_mode: str = "ignore", temporal_numseq: int = 3, temporal_dilation: int = 30,
-                 elastic: bool = True, color_trans_ratio: float = 0.1, color_jitter_std: float = 0.05) -> None:
-        super().__init__(preprocessed_dir, split, voxel_size=voxel_size, clip_bound=clip_bound, augment=augment,
-                         label_mode=label_mode, temporal_numseq=temporal_numseq,
-                         temporal_dilation=temporal_dilation)
+    def __init__(self, preprocessed_dir: str | os.PathLike, split: str, voxel: VoxelParams, *,
+                 augment: bool = True, elastic: bool = True, color_trans_ratio: float = 0.1,
+                 color_jitter_std: float = 0.05) -> None:
+        super().__init__(preprocessed_dir, split, voxel, augment=augment)
         self.augment = augment
         self.elastic = ElasticDistortion(self.spec.elastic_params) if (augment and elastic and
                                                                         self.spec.elastic_params) else None
@@ -131,11 +126,6 @@ class TrainDataset(_VoxelDataset):
         return self.elastic(xyz, None, None, rng)[0]
 
 
-def rotation_matrix(axis: str | int, degrees: float) -> np.ndarray:
-    axis_index = AXES[axis] if isinstance(axis, str) else int(axis)
-    return axis_rotation(axis_index, np.deg2rad(degrees))
-
-
 def evaluation_view(voxelizer: Voxelizer, frames: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray,
                                                                   np.ndarray | None]],
                     *, temporal: bool, rotation: np.ndarray | None = None) -> dict[str, Any]:
@@ -153,15 +143,11 @@ def evaluation_view(voxelizer: Voxelizer, frames: Sequence[tuple[np.ndarray, np.
 class EvalDataset(_VoxelDataset):
     """Deterministic voxelised samples with inverse maps and point labels, optionally rotated (test-time voting)."""
 
-    def __init__(self, preprocessed_dir: str | os.PathLike, split: str = "val", *,
-                 voxel_size: float | None = None, clip_bound: Any = SPEC_DEFAULT, label_mode: str = "ignore",
-                 temporal_numseq: int = 3, temporal_dilation: int = 30,
+    def __init__(self, preprocessed_dir: str | os.PathLike, split: str, voxel: VoxelParams, *,
                  rotation_degrees: float = 0.0, rotation_axis: str | int | None = None) -> None:
-        super().__init__(preprocessed_dir, split, voxel_size=voxel_size, clip_bound=clip_bound, augment=False,
-                         label_mode=label_mode, temporal_numseq=temporal_numseq,
-                         temporal_dilation=temporal_dilation)
+        super().__init__(preprocessed_dir, split, voxel, augment=False)
         axis = self.spec.up_axis if rotation_axis is None else rotation_axis
-        self.rotation = rotation_matrix(axis, rotation_degrees) if rotation_degrees else None
+        self.rotation = axis_rotation(axis, np.deg2rad(rotation_degrees)) if rotation_degrees else None
 
     def __getitem__(self, key: Any) -> dict[str, Any]:
         index = key[0] if isinstance(key, (tuple, list)) else int(key)

@@ -24,8 +24,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from minkseg.data.atomic import atomic_write_json
-from minkseg.data.errors import DataError
+from minkseg.atomic import atomic_write_json
+from minkseg.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -1,14 +1,9 @@
-"""The one exception type of the data layer.
+"""Import path kept for the data modules of issue #14's other half (datasets branch); nothing is defined here.
 
-Why a dedicated class: stages catch exactly this type and turn it into one readable line and a non-zero exit,
-while genuine bugs (anything else) still surface with a traceback. Messages are one line: what is wrong, which
-file, and how to fix it.
+``DataError`` lives in :mod:`minkseg.errors` with every other MinkSeg error. This re-export lets
+data/registry.py, splits.py, samples.py and prepare.py (edited on the datasets branch) keep importing it from here
+until both halves are merged; then their imports move to ``minkseg.errors`` and this file goes.
 """
+from minkseg.errors import DataError
 
-from __future__ import annotations
-
-from minkseg.errors import MinkSegError
-
-
-class DataError(MinkSegError):
-    """Bad or missing input data: message = what is wrong, where, and how to fix it (one line)."""
+__all__ = ["DataError"]

@@ -18,17 +18,9 @@ import tempfile
 from pathlib import Path
 
 from minkseg.atomic import remove_stale_temporaries, temporary_prefix
-from minkseg.data.errors import DataError
+from minkseg.errors import CorruptArchiveError, DataError
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
-
-
-class CorruptArchiveError(DataError):
-    """The archive cannot be read to its end; ``detail`` is the reader's own words (for a caller's message)."""
-
-    def __init__(self, message: str, detail: str) -> None:
-        super().__init__(message)
-        self.detail = detail
 COPY_CHUNK = 1 << 20
 
 

@@ -10,7 +10,7 @@ fixes), and so that headers with ``\\r\\n`` line ends, which plyfile refuses, ar
 Supported: ``ascii``, ``binary_little_endian`` and ``binary_big_endian`` 1.0; every PLY scalar type (both the
 classic names ``uchar``/``float`` and the sized ones ``uint8``/``float32``). Anything malformed (wrong magic,
 unknown format or type, missing ``end_header``, truncated data, a required property that is missing) raises a
-:class:`~minkseg.data.errors.DataError` naming the file and the problem.
+:class:`~minkseg.errors.DataError` naming the file and the problem.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from minkseg.data.atomic import atomic_write_bytes
-from minkseg.data.errors import DataError
+from minkseg.atomic import atomic_write_bytes
+from minkseg.errors import DataError
 
 PLY_TO_NUMPY = {
     "char": "i1", "int8": "i1",

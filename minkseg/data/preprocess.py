@@ -24,8 +24,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from minkseg.data.atomic import atomic_directory, atomic_write_json
-from minkseg.data.errors import DataError
+from minkseg.atomic import atomic_directory, atomic_write_json
+from minkseg.errors import DataError
 from minkseg.data.parallel import run_parallel
 from minkseg.data.registry import DatasetSpec, get_spec
 from minkseg.data.scannet import check_scannet_root, read_scannet_scene

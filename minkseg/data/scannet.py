@@ -31,7 +31,7 @@ from typing import Iterable
 import numpy as np
 
 from minkseg.data.cleaning import finite_points
-from minkseg.data.errors import DataError
+from minkseg.errors import DataError
 from minkseg.data.ply import read_ply
 from minkseg.data.registry import IGNORE_LABEL, SCANNET_VALID_NYU40, DatasetSpec
 from minkseg.data.scenefile import Scene

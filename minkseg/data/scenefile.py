@@ -35,8 +35,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from minkseg.data.atomic import save_npz_atomic
-from minkseg.data.errors import DataError
+from minkseg.atomic import save_npz_atomic
+from minkseg.errors import DataError
 
 FORMAT_VERSION = 1
 REQUIRED = {"coords": (np.float32, 2), "colors": (np.uint8, 2), "labels": (np.uint8, 1)}

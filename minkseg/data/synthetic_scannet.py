@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minkseg.data.atomic import atomic_write_text
+from minkseg.atomic import atomic_write_text
 from minkseg.data.parallel import run_parallel
 from minkseg.data.ply import write_ply
 from minkseg.data.scannet import LABEL_SUFFIX, MESH_SUFFIX

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minkseg.data.atomic import atomic_write_bytes
+from minkseg.atomic import atomic_write_bytes
 from minkseg.data.parallel import run_parallel
 from minkseg.data.ply import encode_ply
 from minkseg.data.splits import SPLIT_FILES

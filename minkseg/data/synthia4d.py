@@ -26,7 +26,7 @@ from typing import Iterable
 import numpy as np
 
 from minkseg.data.cleaning import finite_points
-from minkseg.data.errors import DataError
+from minkseg.errors import DataError
 from minkseg.data.ply import first_present, read_ply
 from minkseg.data.registry import IGNORE_LABEL, SYNTHIA_IGNORED_RAW, SYNTHIA_RAW_CLASS_NAMES, DatasetSpec
 from minkseg.data.scenefile import Scene

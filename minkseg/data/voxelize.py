@@ -13,28 +13,23 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from minkseg.data.atomic import atomic_directory, atomic_write_json
-from minkseg.data.datasets import SPEC_DEFAULT, EvalDataset
-from minkseg.data.errors import DataError
+from minkseg.atomic import atomic_directory, atomic_write_json
+from minkseg.data.datasets import EvalDataset
+from minkseg.errors import DataError
 from minkseg.data.evalfile import FORMAT_VERSION, MANIFEST, save_voxelized_sample
 from minkseg.data.parallel import run_parallel
 from minkseg.data.preprocess import MADE_BY, scene_filename
-
-
-def _freeze(value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        return tuple(_freeze(v) for v in value)
-    return value
+from minkseg.data.quantize import VoxelParams
 
 
 @lru_cache(maxsize=4)
-def _dataset(preprocessed_dir: str, split: str, options: tuple) -> EvalDataset:
-    return EvalDataset(preprocessed_dir, split, **dict(options))
+def _dataset(preprocessed_dir: str, split: str, voxel: VoxelParams) -> EvalDataset:
+    return EvalDataset(preprocessed_dir, split, voxel)
 
 
-def _voxelize_one(task: tuple[str, str, tuple, int, str]) -> tuple[dict | None, str | None]:
-    preprocessed_dir, split, options, index, out_dir = task
-    dataset = _dataset(preprocessed_dir, split, options)
+def _voxelize_one(task: tuple[str, str, VoxelParams, int, str]) -> tuple[dict | None, str | None]:
+    preprocessed_dir, split, voxel, index, out_dir = task
+    dataset = _dataset(preprocessed_dir, split, voxel)
     name = dataset.samples.name(index)
     filename = scene_filename(name.replace("+", "__").replace(",", "_"))
     try:
@@ -47,30 +42,26 @@ def _voxelize_one(task: tuple[str, str, tuple, int, str]) -> tuple[dict | None, 
 
 
 def voxelize_split(preprocessed_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                   splits: str | Sequence[str] = ("val",), *, voxel_size: float | None = None,
-                   clip_bound: Any = SPEC_DEFAULT, label_mode: str = "ignore", temporal_numseq: int = 3,
-                   temporal_dilation: int = 30, workers: int = 1, progress: bool = True,
+                   splits: str | Sequence[str], voxel: VoxelParams, *, workers: int = 1, progress: bool = True,
                    made_by: Mapping[str, Any] | None = None) -> dict:
     """Write one evaluation file per sample of ``splits`` plus ``manifest.json`` into ``out_dir``; returns it.
     ``made_by`` (what made the output: params and inputs) is stored in the manifest as is."""
     splits = [splits] if isinstance(splits, str) else list(splits)
-    options = tuple(sorted({"voxel_size": voxel_size, "clip_bound": _freeze(clip_bound), "label_mode": label_mode,
-                            "temporal_numseq": temporal_numseq, "temporal_dilation": temporal_dilation}.items()))
     source = str(Path(preprocessed_dir).resolve())
     _dataset.cache_clear()  # the scenes may have been re-preprocessed since a previous call in this process
-    datasets = {split: _dataset(source, split, options) for split in splits}
+    datasets = {split: _dataset(source, split, voxel) for split in splits}
     first = datasets[splits[0]]
     manifest: dict[str, Any] = {
         "format_version": FORMAT_VERSION, "dataset": first.spec.name, "class_names": list(first.spec.class_names),
         "ignore_label": first.spec.ignore_label, "dimension": first.dimension, "voxel_size": first.voxel_size,
-        "label_mode": label_mode, "splits": {},
+        "label_mode": voxel.label_mode, "splits": {},
     }
     if made_by is not None:
         manifest[MADE_BY] = dict(made_by)
     with atomic_directory(out_dir) as staging:
         for split in splits:
             (staging / split).mkdir()
-            tasks = [(source, split, options, i, str(staging)) for i in range(len(datasets[split]))]
+            tasks = [(source, split, voxel, i, str(staging)) for i in range(len(datasets[split]))]
             results = run_parallel(_voxelize_one, tasks, workers, desc=f"voxelize {split}", unit="sample",
                                    progress=progress)
             failed = [error for _, error in results if error is not None]

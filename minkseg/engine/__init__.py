@@ -4,10 +4,10 @@ Layering: the engine imports minkseg.metrics/config/atomic and torch; it reaches
 (through the default input builder). Trainer and evaluator never import minkseg.data or minkseg.nn at import time
 -- models, datasets, collate and voxeliser are handed in by the stage functions; the Predictor, which rebuilds a
 network and its voxeliser from a model file, imports them lazily when it loads one, and the evaluator's PLY export
-and raw-point rotation use minkseg.data's PLY writer and rotation matrix lazily (one home each).
+and axis names come from minkseg.data lazily (one home each).
 """
 
-from minkseg.engine.errors import CheckpointError, EngineError
+from minkseg.errors import CheckpointError, EngineError
 from minkseg.engine.evaluator import EvalResult, Evaluator, write_evaluation
 from minkseg.engine.losses import SegmentationLoss, lovasz_softmax
 from minkseg.engine.predictor import PointPrediction, Predictor

@@ -157,7 +157,7 @@ def relaunch_from_params(base: Any, argv: Sequence[str] | None = None) -> None:
     On CUDA, asking for more processes than visible GPUs is an error naming the param; on CPU each process is a
     gloo worker (useful for testing the DDP path, rarely faster).
     """
-    from minkseg.engine.errors import EngineError
+    from minkseg.errors import EngineError
 
     wants_cuda = base.device == "cuda" or (base.device == "auto" and torch.cuda.is_available())
     if wants_cuda and base.num_gpus > 1 and not under_torchrun():

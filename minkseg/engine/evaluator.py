@@ -2,16 +2,18 @@
 
 Scores reported on voxels flatter a model (a voxel stands for many points, and large classes own most voxels),
 so MinkSeg evaluates like the ScanNet benchmark: every original point takes the prediction of its voxel through
-the voxeliser's inverse map. With several ``rotation_angles`` the scene is rotated about its centre, re-voxelised
-(a different quantisation each time) and the per-point softmax is averaged -- test-time voting. The voxeliser is
-the data side's, passed in as a callable, so evaluation quantises exactly like training.
+the voxeliser's inverse map. With several ``rotation_angles`` each scene comes as one voxelised view per angle
+(re-voxelised after the rotation: a different quantisation each time) and the per-point softmax is averaged --
+test-time voting. The views are built by the data side's ``evaluation_view`` (the evaluate stage's datasets, or
+:meth:`minkseg.engine.predictor.Predictor.views`) and voted on by the Predictor's :class:`ViewVoter`: one voting
+path for the evaluate stage, ``minkseg predict`` and the tests.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -21,7 +23,7 @@ from tqdm import tqdm
 from minkseg.atomic import atomic_open, atomic_write_json
 from minkseg.config import Params
 from minkseg.engine import distributed
-from minkseg.engine.errors import EngineError
+from minkseg.errors import EngineError
 from minkseg.engine.runtime import configure_cpu_runtime
 from minkseg.engine.export import (colorize, palette, render_confusion_png, render_scene_png, write_confusion_csv,
                                    write_per_class_csv, write_point_cloud)
@@ -29,28 +31,7 @@ from minkseg.engine.predictor import ViewVoter
 from minkseg.engine.trainer import InputBuilder, resolve_device
 from minkseg.metrics import SegmentationMetrics
 
-__all__ = ["Voxelizer", "EvalResult", "Evaluator", "rotate_points", "headline_metrics", "write_evaluation"]
-
-Voxelizer = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
-"""(point coordinates float [N, D], point features [N, C]) -> (voxel coordinates int [M, D] without batch
-column, voxel features float [M, C'], inverse map int [N] giving each point's voxel row)."""
-
-_AXES = {"x": 0, "y": 1, "z": 2}
-
-
-def rotate_points(coordinates: np.ndarray, angle_degrees: float, axis: str = "z") -> np.ndarray:
-    """Rotate the first three columns about the centre of the points' bounding box; extra columns (time) stay."""
-    coordinates = np.asarray(coordinates)
-    if angle_degrees % 360 == 0:
-        return coordinates
-    from minkseg.data.datasets import rotation_matrix  # the one rotation convention (the evaluate stage's views)
-
-    xyz = coordinates[:, :3].astype(np.float64)
-    centre = (xyz.min(axis=0) + xyz.max(axis=0)) / 2.0
-    rotated = (xyz - centre) @ rotation_matrix(axis, angle_degrees).T + centre
-    out = coordinates.astype(np.float64, copy=True)
-    out[:, :3] = rotated
-    return out.astype(coordinates.dtype if np.issubdtype(coordinates.dtype, np.floating) else np.float64)
+__all__ = ["EvalResult", "Evaluator", "headline_metrics", "write_evaluation"]
 
 
 @dataclass
@@ -66,19 +47,15 @@ class EvalResult:
 class Evaluator:
     """Run a trained model over whole scenes and score every original point.
 
-    A scene is a mapping in one of two forms:
-
-    * raw points -- ``name``, ``coordinates`` (float ``[N, D]``: xyz or xyzt), ``features`` (float ``[N, C]``)
-      and ``labels`` (int ``[N]``); it is rotated by each of ``rotation_angles`` and voxelised by the
-      ``voxelize`` callable given to the constructor;
-    * pre-voxelised views -- ``name``, ``labels`` (``[N]``, or taken from the first view's ``point_labels``)
-      and ``views``: one sample per voting angle, each with ``coordinates`` (int ``[M, D]``, no batch column),
-      ``features`` (``[M, C]``) and ``inverse`` (``[N]``: the voxel of every point, -1 for a point the view
-      does not cover, e.g. outside a clip box). This is what minkseg.data's evaluation datasets produce.
+    A scene is a mapping: ``name``, ``labels`` (``[N]``, or taken from the first view's ``point_labels``) and
+    ``views``: one voxelised sample per voting angle, each with ``coordinates`` (int ``[M, D]``, no batch column),
+    ``features`` (``[M, C]``) and ``inverse`` (``[N]``: the voxel of every point, -1 for a point the view does
+    not cover, e.g. outside a clip box). This is what minkseg.data's evaluation datasets produce and what
+    :meth:`minkseg.engine.predictor.Predictor.views` builds from raw points.
 
     Points no view covers are left out of the metrics (counted in ``num_points_unscored``) and get the ignore
-    label as prediction. For export, point positions come from ``points`` (``[N, >=3]``, the original points),
-    the raw ``coordinates``, or -- approximately, at voxel centres -- from the first view's ``transform``; with
+    label as prediction. For export, point positions come from ``points`` (``[N, >=3]``, the original points)
+    or -- approximately, at voxel centres -- from the first view's ``transform``; with
     ``colors`` (``[N, 3]`` uint8) ``<name>.ply`` keeps the scan's colours and ``<name>_labels.ply`` shows the
     predicted classes, else ``<name>.ply`` is coloured by class.
     """
@@ -88,7 +65,6 @@ class Evaluator:
         model: nn.Module,
         *,
         num_classes: int,
-        voxelize: Voxelizer | None = None,
         class_names: Sequence[str] | None = None,
         device: str | torch.device = "cpu",
         rotation_angles: Sequence[float] = (0.0,),
@@ -101,7 +77,9 @@ class Evaluator:
     ) -> None:
         if not rotation_angles:
             raise EngineError("evaluate.rotation_angles: needs at least one angle (use [0] for no voting)")
-        if rotation_axis not in _AXES:
+        from minkseg.data.quantize import AXES  # the one axis naming (the voxeliser's)
+
+        if rotation_axis not in AXES:
             raise EngineError(f"evaluate.rotation_axis: must be x, y or z (got {rotation_axis!r})")
         self.dist = distributed.current()
         self.device = resolve_device(device, self.dist.local_rank)
@@ -111,9 +89,9 @@ class Evaluator:
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
         if len(self.class_names) != num_classes:
             raise EngineError(f"{len(self.class_names)} class names for {num_classes} classes")
-        self.voxelize = voxelize
         self.rotation_angles = [float(angle) for angle in rotation_angles]
         self.rotation_axis = rotation_axis
+        self.up_axis = AXES[rotation_axis]
         self.ignore_label = ignore_label
         self.amp = self.voter.amp
         self.with_ap = with_ap
@@ -130,39 +108,6 @@ class Evaluator:
         kwargs.setdefault("amp", params.train.amp)
         return cls(model, **kwargs)
 
-    def views_of(self, coordinates: np.ndarray, features: np.ndarray, name: str = "scene") -> list[dict[str, Any]]:
-        """One voxelised view per rotation angle of a raw-point scene, through the ``voxelize`` callable."""
-        if self.voxelize is None:
-            raise EngineError(f"scene {name}: raw points need a voxelize callable (or pass pre-voxelised 'views')")
-        coordinates = np.asarray(coordinates)
-        features = np.asarray(features)
-        if coordinates.ndim != 2 or coordinates.shape[0] != features.shape[0]:
-            raise EngineError(f"scene {name}: coordinates {coordinates.shape} and features {features.shape} "
-                              "must be [N, D] and [N, C] for the same N")
-        views = []
-        for angle in self.rotation_angles:
-            voxel_coords, voxel_feats, inverse = self.voxelize(
-                rotate_points(coordinates, angle, self.rotation_axis), features)
-            views.append({"coordinates": voxel_coords, "features": voxel_feats, "inverse": inverse})
-        return views
-
-    def predict_views(self, views: Sequence[Mapping[str, Any]], num_points: int,
-                      name: str = "scene") -> tuple[np.ndarray, np.ndarray]:
-        """Softmax of every view mapped to the points and averaged over the views that cover each point.
-
-        Returns ``(probabilities [N, C] float32, covered [N] bool)``; uncovered points have all-zero rows. The
-        voting itself is :class:`minkseg.engine.predictor.ViewVoter`'s, the one ``minkseg predict`` uses.
-        """
-        return self.voter.vote(views, num_points, name)
-
-    def predict(self, coordinates: np.ndarray, features: np.ndarray, name: str = "scene") -> np.ndarray:
-        """Per-point class probabilities ``[N, num_classes]`` of a raw-point scene, averaged over the angles."""
-        coordinates = np.asarray(coordinates)
-        if coordinates.ndim == 2 and coordinates.shape[0] == 0:
-            return np.zeros((0, self.num_classes), dtype=np.float32)
-        probabilities, _ = self.predict_views(self.views_of(coordinates, features, name), coordinates.shape[0], name)
-        return probabilities
-
     def _my_scenes(self, scenes: Iterable[Mapping[str, Any]]) -> Iterable[tuple[int, Mapping[str, Any]]]:
         # A sequence is indexed so that each rank loads only its own scenes; a plain iterable is walked by all.
         world, rank = self.dist.world_size, self.dist.rank
@@ -174,9 +119,6 @@ class Evaluator:
     def _export_points(scene: Mapping[str, Any], views: Sequence[Mapping[str, Any]]) -> np.ndarray | None:
         if scene.get("points") is not None:
             return np.asarray(scene["points"])[:, :3]
-        raw = scene.get("coordinates")
-        if raw is not None and np.issubdtype(np.asarray(raw).dtype, np.floating):
-            return np.asarray(raw)[:, :3]
         first = views[0]
         if first.get("transform") is not None:  # voxel centres mapped back through the voxeliser's transform
             inverse = np.asarray(first["inverse"]).reshape(-1)
@@ -205,18 +147,13 @@ class Evaluator:
         unscored = 0
         show = progress and self.dist.is_main
         for index, scene in tqdm(self._my_scenes(scenes), desc="evaluate", unit="scene", disable=not show):
-            if "views" in scene:
-                views = list(scene["views"])
-                name = str(scene.get("name", views[0].get("name", index) if views else index))
-                labels = scene.get("labels", views[0].get("point_labels") if views else None)
-            else:
-                name = str(scene.get("name", index))
-                views = self.views_of(scene["coordinates"], scene["features"], name)
-                labels = scene.get("labels")
+            views = list(scene["views"])
+            name = str(scene.get("name", views[0].get("name", index) if views else index))
+            labels = scene.get("labels", views[0].get("point_labels") if views else None)
             if labels is None:
                 raise EngineError(f"scene {name}: no point labels to score against")
             labels = np.asarray(labels).reshape(-1).astype(np.int64)
-            probabilities, covered = self.predict_views(views, labels.shape[0], name)
+            probabilities, covered = self.voter.vote(views, labels.shape[0], name)
             predictions = probabilities.argmax(axis=1)
             predictions[~covered] = self.ignore_label
             scored_labels = np.where(covered, labels, self.ignore_label)
@@ -243,7 +180,7 @@ class Evaluator:
                                                       labels=labels[keep], predictions=predictions[keep]))
                 exported.append(render_scene_png(directory / f"{name}.png", xyz[keep], labels[keep],
                                                  predictions[keep], self.class_names, title=name,
-                                                 up_axis=_AXES[self.rotation_axis]))
+                                                 up_axis=self.up_axis))
         metrics.confusion = distributed.all_reduce_array(metrics.confusion)
         if metrics.ap is not None:
             metrics.ap.counts = distributed.all_reduce_array(metrics.ap.counts)

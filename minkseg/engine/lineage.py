@@ -23,9 +23,9 @@ import hashlib
 import json
 from typing import Any, Mapping
 
-from minkseg.config import Params
+from minkseg.config import SPEED_ONLY_KEYS, Params
 from minkseg.data.preprocess import MADE_BY as RECORD_KEY, MADE_BY_FILE as RAW_RECORD
-from minkseg.engine.errors import EngineError
+from minkseg.errors import StaleInputError
 
 __all__ = ["CHAIN", "RAW_RECORD", "RECORD_KEY", "StaleInputError", "stage_params", "make_record", "check_chain"]
 
@@ -42,11 +42,7 @@ _STAGE_KEYS = {
 # Read by the stage but not what its output *is*: where and on how many processes or threads it runs (a model
 # trained on a GPU is evaluated on a CPU; those change the last digits, not the meaning) and speed-only settings.
 _NOT_RECORDED = ("base.device", "base.num_threads", "base.num_gpus", "base.num_nodes", "base.node_rank",
-                 "base.rdzv_endpoint", "train.num_workers", "train.checkpoint_every")
-
-
-class StaleInputError(EngineError):
-    """An input was made by other params or from other data than the current ones."""
+                 "base.rdzv_endpoint", *SPEED_ONLY_KEYS)
 
 
 def _download_keys(dataset: str) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -20,14 +20,17 @@ import torch
 from minkseg.atomic import atomic_write_json, atomic_write_text, check_writable
 from minkseg.config import Params
 from minkseg.engine import distributed
-from minkseg.engine.errors import EngineError
+from minkseg.errors import EngineError
 from minkseg.engine.evaluator import HEADLINE_FROM_TRAINING, Evaluator, headline_metrics, write_evaluation
 from minkseg.engine.lineage import RAW_RECORD, RECORD_KEY, check_chain, make_record
-from minkseg.engine.modelfile import load_model_file, save_model_file
 from minkseg.engine.predictor import voting_rotations
 from minkseg.engine.runtime import current_governor
 from minkseg.engine.tracking import Tracker, check_store, default_tracking_uri, flatten_metrics, make_tracker
 from minkseg.engine.trainer import Trainer, seed_everything
+from minkseg.weights import load_model_file, save_model_file
+
+if TYPE_CHECKING:
+    from minkseg.data.quantize import VoxelParams
 
 log = logging.getLogger(__name__)
 
@@ -190,19 +193,21 @@ def run_preprocess(params: Params, paths: PipelinePaths = PipelinePaths(), progr
 def run_voxelize(params: Params, paths: PipelinePaths = PipelinePaths(), progress: bool = True) -> Mapping:
     from minkseg.data import voxelize_split
 
-    v = params.voxelize
     check_writable(paths.voxelized.parent)
     made_by = make_record("voxelize", params, _checked_inputs(params, paths, "voxelize"))
-    return voxelize_split(paths.preprocessed, paths.voxelized, splits=(params.evaluate.split,),
-                          voxel_size=v.voxel_size, clip_bound=_clip(v.clip_bound), label_mode=v.label_mode,
-                          temporal_numseq=v.temporal_numseq, temporal_dilation=v.temporal_dilation,
+    return voxelize_split(paths.preprocessed, paths.voxelized, (params.evaluate.split,), voxel_params(params),
                           workers=params.preprocess.num_workers, progress=progress, made_by=made_by)
 
 
-def _clip(clip_bound: Any) -> Any:
-    from minkseg.data.datasets import SPEC_DEFAULT
+def voxel_params(params: Params) -> VoxelParams:
+    """The one :class:`minkseg.data.quantize.VoxelParams` of a run (voxelize.* and base.ignore_label), handed to
+    the voxelize stage, the training and evaluation datasets alike."""
+    from minkseg.data.quantize import VoxelParams
 
-    return SPEC_DEFAULT if clip_bound == "dataset" else clip_bound
+    v = params.voxelize
+    return VoxelParams(voxel_size=v.voxel_size, clip_bound=v.clip_bound, label_mode=v.label_mode,
+                       ignore_label=params.base.ignore_label, temporal_numseq=v.temporal_numseq,
+                       temporal_dilation=v.temporal_dilation)
 
 
 def _dataset_spec(params: Params):
@@ -235,10 +240,8 @@ def run_train(params: Params, paths: PipelinePaths = PipelinePaths(), progress: 
     resume_fingerprint = "+".join([params.fingerprint(), made_by["fingerprint"],
                                    *(_file_hash(d / "manifest.json") for d in (paths.preprocessed, paths.voxelized))])
     spec = _dataset_spec(params)
-    v, t = params.voxelize, params.train
-    train_set = TrainDataset(paths.preprocessed, "train", voxel_size=v.voxel_size, clip_bound=_clip(v.clip_bound),
-                             augment=t.augment, label_mode=v.label_mode, temporal_numseq=v.temporal_numseq,
-                             temporal_dilation=v.temporal_dilation)
+    t = params.train
+    train_set = TrainDataset(paths.preprocessed, "train", voxel_params(params), augment=t.augment)
     val_set = VoxelizedDataset(paths.voxelized, params.evaluate.split)
     weights = balanced_class_weights(paths.preprocessed) if t.class_weights == "balanced" else None
     seed_everything(params.base.seed)  # the initial weights are part of "same params, same result"
@@ -305,8 +308,8 @@ def _check_tracking_store(params: Params) -> None:
 
 def save_trained_model(path: Path, state: Mapping[str, torch.Tensor], params: Params,
                        made_by: Mapping[str, Any] | None = None) -> Path:
-    """Weights plus what is needed to rebuild the network and to use it on new scans (format: modelfile), and what
-    made them (params and inputs, checked by evaluate)."""
+    """Weights plus what is needed to rebuild the network and to use it on new scans (format: minkseg.weights), and
+    what made them (params and inputs, checked by evaluate)."""
     description = model_description(params)
     if made_by is not None:
         description[RECORD_KEY] = dict(made_by)
@@ -314,24 +317,24 @@ def save_trained_model(path: Path, state: Mapping[str, torch.Tensor], params: Pa
 
 
 def model_description(params: Params) -> dict[str, Any]:
-    """Everything the model file records besides the weights (see minkseg.engine.modelfile)."""
-    spec = _dataset_spec(params)
-    v, e = params.voxelize, params.evaluate
+    """Everything the model file records besides the weights (format: :mod:`minkseg.weights`)."""
+    from dataclasses import replace
+
     from minkseg.data.samples import is_temporal
 
-    clip = spec.clip_bound_test if v.clip_bound == "dataset" else v.clip_bound  # what evaluation clips with
+    spec = _dataset_spec(params)
+    v, e = params.voxelize, params.evaluate
+    voxel = voxel_params(params)
     temporal = is_temporal(spec, v.temporal_numseq)
-    description = {"model": params.train.model, "in_channels": IN_CHANNELS, "num_classes": spec.num_classes,
-                   "dimension": spec.dimension, "conv1_kernel_size": params.train.conv1_kernel_size,
-                   "bn_momentum": params.train.bn_momentum, "class_names": list(spec.class_names),
-                   "dataset": spec.name, "voxel_size": float(v.voxel_size),
-                   "clip_bound": None if clip is None else [[float(lo), float(hi)] for lo, hi in clip],
-                   "rotation_angles": [float(angle) for angle in e.rotation_angles],
-                   "rotation_axis": e.rotation_axis,
-                   "temporal_numseq": int(v.temporal_numseq) if temporal else 1,
-                   "temporal_dilation": int(v.temporal_dilation) if temporal else 1,
-                   "ignore_label": int(params.base.ignore_label)}
-    return description
+    voxel = replace(voxel, clip_bound=spec.clip_bound_test if v.clip_bound == "dataset" else voxel.clip_bound,
+                    temporal_numseq=voxel.temporal_numseq if temporal else 1,
+                    temporal_dilation=voxel.temporal_dilation if temporal else 1)  # what evaluation uses
+    network = {"name": params.train.model, "in_channels": IN_CHANNELS, "out_channels": spec.num_classes,
+               "D": spec.dimension, "conv1_kernel_size": params.train.conv1_kernel_size,
+               "bn_momentum": params.train.bn_momentum}
+    return {"model": network, "class_names": list(spec.class_names), "dataset": spec.name,
+            "voxelization": voxel.as_dict(), "rotation_angles": [float(angle) for angle in e.rotation_angles],
+            "rotation_axis": e.rotation_axis}
 
 
 load_trained_model = load_model_file  # the stage-facing name (the evaluate stage and the tests use it)
@@ -341,11 +344,12 @@ def _check_model_fits_dataset(path: Path, payload: Mapping[str, Any], params: Pa
     """A model file of another label space or dimension would be scored against the wrong classes; refuse it
     before any scene is read (a file from another dataset with the same classes is fine)."""
     spec = _dataset_spec(params)
-    same = (int(payload["num_classes"]) == spec.num_classes and int(payload["dimension"]) == spec.dimension
+    network = payload["model"]
+    same = (int(network["out_channels"]) == spec.num_classes and int(network["D"]) == spec.dimension
             and list(payload.get("class_names", spec.class_names)) == list(spec.class_names))
     if not same:
         raise EngineError(f"{path}: was trained on {payload.get('dataset', 'another dataset')} with "
-                          f"{payload['num_classes']} classes but base.dataset is {spec.name} with {spec.num_classes} "
+                          f"{network['out_channels']} classes but base.dataset is {spec.name} with {spec.num_classes} "
                           "classes; re-run the train stage (dvc repro)")
 
 
@@ -355,13 +359,12 @@ class _VotingScenes:
     def __init__(self, params: Params, paths: PipelinePaths) -> None:
         from minkseg.data import EvalDataset, VoxelizedDataset
 
-        v, e = params.voxelize, params.evaluate
+        e = params.evaluate
         self.base = VoxelizedDataset(paths.voxelized, e.split)
         angles = voting_rotations(e.rotation_angles)  # the Predictor's view order, so both sum alike
-        self.rotated = [EvalDataset(paths.preprocessed, e.split, voxel_size=v.voxel_size,
-                                    clip_bound=_clip(v.clip_bound), label_mode=v.label_mode,
-                                    temporal_numseq=v.temporal_numseq, temporal_dilation=v.temporal_dilation,
-                                    rotation_degrees=angle, rotation_axis=e.rotation_axis)
+        voxel = voxel_params(params)
+        self.rotated = [EvalDataset(paths.preprocessed, e.split, voxel, rotation_degrees=angle,
+                                    rotation_axis=e.rotation_axis)
                         for angle in angles if angle != 0]
         self.include_base = bool(angles) and angles[0] == 0
         self.preprocessed = paths.preprocessed
@@ -393,7 +396,7 @@ def run_evaluate(params: Params, paths: PipelinePaths = PipelinePaths(), progres
     check_chain(params, {**_records(paths, ("download", "preprocess", "voxelize")),
                          "train": (str(paths.model), payload.get(RECORD_KEY))})
     training = read_training_summary(paths.metrics / "train.json")
-    evaluator = Evaluator.from_params(params, model, num_classes=int(payload["num_classes"]),
+    evaluator = Evaluator.from_params(params, model, num_classes=int(payload["model"]["out_channels"]),
                                       class_names=payload["class_names"])
     tracker = make_tracker(params.mlflow, stage="evaluate", log_params=params.flat(), workdir=paths.root,
                            model=params.train.model, dataset=params.base.dataset,
@@ -425,7 +428,7 @@ def run_submit(params: Params, paths: PipelinePaths = PipelinePaths(), progress:
     the stage only records that (the folder is a DVC output either way)."""
     from tqdm import tqdm
 
-    from minkseg.data.atomic import atomic_directory
+    from minkseg.atomic import atomic_directory
     from minkseg.data.ply import read_ply
     from minkseg.data.scannet import scene_files
     from minkseg.data.splits import split_entries, split_file

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from minkseg.atomic import atomic_open
 from minkseg.engine.cli import EXIT_USER_ERROR, progress_wanted, report_error, run_guarded
-from minkseg.engine.errors import EngineError
+from minkseg.errors import EngineError
 from minkseg.engine.export import colorize, palette
 from minkseg.engine.predictor import Predictor, check_finite_rows
 from minkseg.engine.runtime import configure_cpu_runtime
@@ -70,7 +70,7 @@ def _colours_0_255(values: np.ndarray) -> np.ndarray:
 
 def read_cloud(path: Path, name: str | None = None) -> Cloud:
     """A PLY, ``.npy`` or ``.txt`` file as a :class:`Cloud`; anything unusable is one DataError/EngineError line."""
-    from minkseg.data.errors import DataError
+    from minkseg.errors import DataError
     from minkseg.data.ply import read_ply_file
 
     name = name or path.stem

@@ -21,15 +21,18 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from minkseg.engine.errors import EngineError
+from minkseg.errors import EngineError
 from minkseg.engine.runtime import balance_threads
 from minkseg.engine.trainer import InputBuilder, logits_of, resolve_device, sparse_input, unwrap
+
+if TYPE_CHECKING:
+    from minkseg.data.quantize import VoxelParams
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,10 @@ DEFAULT_TILE_MARGIN = 2.0  # metres of context around a tile of an oversized sce
 EVALUATE_OOM_FIX = ("evaluate on the CPU (base.device: cpu), or set voxelize.clip_bound / raise voxelize.voxel_size "
                     "(re-trains)")
 PREDICT_OOM_FIX = "predict on the CPU (--device cpu), or with a lower --max-points (smaller tiles)"
+PREDICTION_KEYS = ("voxel_size", "clip_bound", "rotation_angles", "rotation_axis", "temporal_numseq",
+                   "temporal_dilation", "ignore_label")
+"""What prediction needs beyond the network (under ``voxelization`` or beside it in the model file); a file written
+before these keys existed is refused (the evaluate stage takes the same values from params.yaml instead)."""
 
 
 @dataclass
@@ -157,30 +164,26 @@ class Predictor:
     the scene); smaller scenes are predicted in one pass.
     """
 
-    def __init__(self, model: nn.Module, *, class_names: Sequence[str], voxel_size: float,
-                 clip_bound: Sequence[Sequence[float]] | None = None, voting_angles: Sequence[float] = (0.0,),
-                 rotation_axis: str = "z", temporal_numseq: int = 1, temporal_dilation: int = 1,
-                 ignore_label: int = 255, device: str | torch.device = "auto", amp: str = "none",
+    def __init__(self, model: nn.Module, *, class_names: Sequence[str], voxel: VoxelParams,
+                 voting_angles: Sequence[float] = (0.0,), rotation_axis: str = "z",
+                 device: str | torch.device = "auto", amp: str = "none",
                  max_extent: float = math.inf, max_points: int = DEFAULT_MAX_POINTS,
                  tile_margin: float = DEFAULT_TILE_MARGIN, input_builder: InputBuilder | None = None) -> None:
-        from minkseg.data.datasets import AXES
+        from minkseg.data.quantize import AXES, DATASET_BOUND
 
         if not voting_angles:
             raise EngineError("voting angles: need at least one angle (use 0 for no voting)")
         if rotation_axis not in AXES:
             raise EngineError(f"rotation axis must be x, y or z (got {rotation_axis!r})")
-        if not voxel_size > 0:
-            raise EngineError(f"voxel size must be > 0 (got {voxel_size})")
+        if voxel.clip_bound == DATASET_BOUND:
+            raise EngineError("the voxel parameters' clip box must be resolved (None or three (min, max) pairs) "
+                              "for prediction: a scan of the user's has no dataset to take it from")
         if max_points < 1:
             raise EngineError(f"max points per pass must be >= 1 (got {max_points})")
         self.class_names: list[str] = list(class_names)
-        self.voxel_size: float = float(voxel_size)
-        self.clip_bound = None if clip_bound is None else [tuple(map(float, bound)) for bound in clip_bound]
+        self.voxel = voxel
         self.voting_angles = [float(angle) for angle in voting_angles]
         self.rotation_axis = rotation_axis
-        self.temporal_numseq = int(temporal_numseq)
-        self.temporal_dilation = int(temporal_dilation)
-        self.ignore_label = int(ignore_label)
         self.max_extent = float(max_extent)
         self.max_points = int(max_points)
         self.tile_margin = float(tile_margin)
@@ -194,10 +197,12 @@ class Predictor:
         """A predictor for ``models/model.pt`` (class names, voxel size, clip box, voting and temporal window come
         from the file; ``voting_angles`` overrides the evaluation's angles, e.g. ``[0]`` for one fast pass)."""
         from minkseg.data import get_spec
-        from minkseg.engine.modelfile import PREDICTION_KEYS, load_model_file
+        from minkseg.data.quantize import VoxelParams
+        from minkseg.weights import load_model_file
 
         model, payload = load_model_file(path)
-        missing = [key for key in PREDICTION_KEYS if key not in payload]
+        voxelization = dict(payload.get("voxelization") or {})
+        missing = [key for key in PREDICTION_KEYS if key not in voxelization and key not in payload]
         if missing:
             raise EngineError(f"{path}: the model file lacks {', '.join(missing)} (written by an older MinkSeg); "
                               "re-run the train stage (dvc repro -f train) to write a complete one")
@@ -206,16 +211,29 @@ class Predictor:
         except Exception:  # a dataset this version does not know: no unit check rather than a wrong one
             max_extent = math.inf
         kwargs.setdefault("max_extent", max_extent)
-        return cls(model, class_names=payload["class_names"], voxel_size=float(payload["voxel_size"]),
-                   clip_bound=payload["clip_bound"],
+        return cls(model, class_names=payload["class_names"], voxel=VoxelParams(**voxelization),
                    voting_angles=payload["rotation_angles"] if voting_angles is None else voting_angles,
-                   rotation_axis=str(payload["rotation_axis"]), temporal_numseq=int(payload["temporal_numseq"]),
-                   temporal_dilation=int(payload["temporal_dilation"]), ignore_label=int(payload["ignore_label"]),
-                   device=device, **kwargs)
+                   rotation_axis=str(payload["rotation_axis"]), device=device, **kwargs)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def voxel_size(self) -> float:
+        return self.voxel.voxel_size
+
+    @property
+    def ignore_label(self) -> int:
+        return self.voxel.ignore_label
+
+    @property
+    def temporal_numseq(self) -> int:
+        return self.voxel.temporal_numseq
+
+    @property
+    def temporal_dilation(self) -> int:
+        return self.voxel.temporal_dilation
 
     @property
     def temporal(self) -> bool:
@@ -230,18 +248,20 @@ class Predictor:
         if self._voxelizer is None:
             from minkseg.data import Voxelizer
 
-            self._voxelizer = Voxelizer(self.voxel_size, clip_bound=self.clip_bound, ignore_label=self.ignore_label)
+            self._voxelizer = Voxelizer(self.voxel_size, clip_bound=self.voxel.clip_bound,
+                                        ignore_label=self.ignore_label, label_mode=self.voxel.label_mode)
         return self._voxelizer
 
     def views(self, frames: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None]]) -> list[dict[str, Any]]:
         """One voxelised view per voting angle of ``(xyz, rgb 0..255, clip-box centre or None)`` frames."""
-        from minkseg.data.datasets import evaluation_view, rotation_matrix
+        from minkseg.data.datasets import evaluation_view
+        from minkseg.data.quantize import axis_rotation
 
         voxelizer = self._voxelizer_of()
         prepared = [(np.asarray(xyz), np.asarray(rgb, dtype=np.float32),
                      np.full(len(xyz), self.ignore_label, dtype=np.int64), centre) for xyz, rgb, centre in frames]
         return [evaluation_view(voxelizer, prepared, temporal=self.temporal,
-                                rotation=rotation_matrix(self.rotation_axis, angle) if angle else None)
+                                rotation=axis_rotation(self.rotation_axis, np.deg2rad(angle)) if angle else None)
                 for angle in voting_rotations(self.voting_angles)]
 
     def _checked(self, xyz: np.ndarray, rgb: np.ndarray | None, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -291,7 +311,7 @@ class Predictor:
 
     def _tiles(self, xyz: np.ndarray) -> list[np.ndarray]:
         """Point indices of horizontal tiles of at most ``max_points`` points (median cuts of the longer side)."""
-        from minkseg.data.datasets import AXES
+        from minkseg.data.quantize import AXES
 
         plane = [axis for axis in range(3) if axis != AXES[self.rotation_axis]]
         pending, tiles = [np.arange(len(xyz))], []

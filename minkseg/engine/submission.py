@@ -22,7 +22,7 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from minkseg.atomic import atomic_write_bytes
-from minkseg.engine.errors import EngineError
+from minkseg.errors import EngineError
 
 log = logging.getLogger(__name__)
 

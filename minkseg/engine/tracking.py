@@ -112,7 +112,7 @@ def check_store(tracking_uri: str) -> None:
     fine (MLflow creates the tables), and a store busy with another writer is left to MLflow's own waiting."""
     import sqlite3
 
-    from minkseg.engine.errors import EngineError
+    from minkseg.errors import EngineError
 
     database = _sqlite_file(tracking_uri)
     if database is None or not database.is_file():

@@ -32,15 +32,16 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from minkseg.atomic import atomic_write_text
-from minkseg.config import Params, TrainParams
+from minkseg.config import Params, TrainParams, speed_only_keys
 from minkseg.engine import distributed
-from minkseg.engine.checkpoints import CheckpointStore, load_model_weights, rng_state, set_rng_state
-from minkseg.engine.errors import EngineError
+from minkseg.engine.rng import rng_state, set_rng_state
+from minkseg.errors import EngineError
 from minkseg.engine.losses import SegmentationLoss
 from minkseg.engine.runtime import balance_threads, configure_cpu_runtime
 from minkseg.engine.sampling import EpochOrder, ResumableBatchSampler, SeededDataset, ShardSampler, limit_batch_points
 from minkseg.engine.schedules import make_schedule, set_learning_rate
 from minkseg.metrics import confusion_matrix, summarize
+from minkseg.weights import CheckpointStore, load_weights
 
 __all__ = ["Trainer", "TrainResult", "CURVE_FILES", "sparse_input", "logits_of", "resolve_device", "seed_everything",
            "configure_determinism", "rng_guard", "unwrap", "write_curves"]
@@ -50,8 +51,6 @@ log = logging.getLogger(__name__)
 # torch's BatchNorm refusal of a single value per channel in training mode (a one-voxel coarsest level).
 _BATCH_NORM_NEEDS_TWO = "Expected more than 1 value per channel when training"
 
-# Train params that change how fast a run goes but not what it computes: resuming across them is exact.
-_NOT_IN_FINGERPRINT = {"num_workers", "checkpoint_every"}
 
 InputBuilder = Callable[[Mapping[str, Any], torch.device], Any]
 
@@ -343,7 +342,7 @@ class Trainer:
     def _fingerprint(self, user: str | None) -> str:
         # What must match for a checkpoint to be resumed: the caller's params hash plus the run's shape.
         payload = {
-            "user": user if user is not None else self.params.model_dump(mode="json", exclude=_NOT_IN_FINGERPRINT),
+            "user": user if user is not None else self.params.model_dump(mode="json", exclude=speed_only_keys("train")),
             "seed": self.seed,
             "num_classes": self.num_classes,
             "train_len": len(self.train_dataset),
@@ -512,7 +511,7 @@ class Trainer:
                             "starting from scratch and replacing it", self.store.last_path,
                             state.get("fingerprint"), self.fingerprint)
             return None
-        load_model_weights(unwrap(self.model), state["model"], self.params.model)
+        load_weights(unwrap(self.model), state["model"], self.params.model)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.iteration = int(state["iteration"])

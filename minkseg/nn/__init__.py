@@ -5,7 +5,7 @@ Built on ``minkseg.sparse`` only (``import minkseg.sparse as ME``), like ME mode
 """
 from minkseg.nn.checkpoint import BLOCK_KERNEL_ORDERS, load_original_checkpoint, read_state_dict, to_original_order
 from minkseg.nn.crf import CRFWrapper, MeanFieldCRF, wrap_with_crf
-from minkseg.nn.errors import CheckpointError, ModelError
+from minkseg.errors import CheckpointError, ModelError
 from minkseg.nn.registry import aliases_of, build_model, canonical_name, count_parameters, get_spec, list_models
 from minkseg.nn.res16unet import Res16UNet, UNetSpec
 

@@ -22,63 +22,41 @@ tesseract variants' are cubes.
 from __future__ import annotations
 
 import os
-import pickle
 import re
 from collections.abc import Mapping
-from pathlib import Path
 
 import torch
 from torch import nn
 
 import minkseg.sparse as ME
 
-from minkseg.nn.errors import CheckpointError, ModelError
+from minkseg.errors import CheckpointError, ModelError
 from minkseg.nn.offsets import me_cube_offsets, me_hybrid_offsets, row_permutation
 from minkseg.nn.registry import build_model, canonical_name, get_spec
 from minkseg.nn.res16unet import Res16UNet
+from minkseg.weights import load_torch, state_dict_of, strip_wrapper_prefix
 
 __all__ = ["load_original_checkpoint", "read_state_dict", "to_original_order", "BLOCK_KERNEL_ORDERS"]
 
 BLOCK_KERNEL_ORDERS = ("auto", "hybrid", "cube")
 _BLOCK_CONV = re.compile(r"^block\d+\.\d+\.conv\d+$")
 _SHOWN = 4  # keys listed per problem kind before "and N more"
+REIMPORT_FIX = "pass the path of the original .pth file, or re-save just its state_dict with torch.save"
 
 
 def read_state_dict(source: str | os.PathLike | Mapping) -> tuple[dict[str, torch.Tensor], str, str | None]:
     """(state_dict, label for messages, architecture name stored in the file if any).
 
     Accepts a path to ``{'state_dict': ...}`` (what the original training saved, with 'arch', 'epoch', ...) or to
-    a bare state dict, or either object already in memory. Files are read with ``weights_only=True``.
+    a bare state dict, or either object already in memory. Reading and unwrapping are :mod:`minkseg.weights`'
+    (``weights_only=True``), shared with MinkSeg's own checkpoints and model file.
     """
-    label, arch = "<state_dict>", None
+    label = "<state_dict>"
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        label = str(path)
-        if not path.is_file():
-            raise CheckpointError(f"checkpoint {label} does not exist; pass the path of a .pth file")
-        try:
-            source = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise CheckpointError(f"checkpoint {label} cannot be read as tensors only (weights_only=True): "
-                                  f"{first}; re-save just its state_dict with torch.save") from None
-    if not isinstance(source, Mapping):
-        raise CheckpointError(f"checkpoint {label} holds a {type(source).__name__}, expected a dict")
-    if "state_dict" in source:
-        arch = source.get("arch") if isinstance(source.get("arch"), str) else None
-        source = source["state_dict"]
-        if not isinstance(source, Mapping):
-            raise CheckpointError(f"checkpoint {label}: 'state_dict' is a {type(source).__name__}, expected a dict")
-    state = {str(k): v for k, v in source.items()}
-    not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
-    if not state or not_tensors:
-        shown = ", ".join(not_tensors[:_SHOWN]) or "(empty)"
-        raise CheckpointError(f"checkpoint {label} is not a state dict (non-tensor entries: {shown}); expected "
-                              f"{{'state_dict': {{name: tensor}}}} or a bare {{name: tensor}}")
-    for prefix in ("module.", "model."):  # DataParallel / wrapper-saved files
-        if all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
-    return state, label, arch
+        label = str(source)
+        source = load_torch(source, fix=REIMPORT_FIX)
+    state, arch = state_dict_of(source, f"checkpoint {label}")
+    return strip_wrapper_prefix(state), label, arch
 
 
 def _resolve_order(model: nn.Module, order: str) -> str:

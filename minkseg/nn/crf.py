@@ -19,7 +19,7 @@ from torch import nn
 
 import minkseg.sparse as ME
 
-from minkseg.nn.errors import ModelError
+from minkseg.errors import ModelError
 
 __all__ = ["MeanFieldCRF", "CRFWrapper", "wrap_with_crf"]
 

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import minkseg.sparse as ME
 
-from minkseg.nn.errors import ModelError
+from minkseg.errors import ModelError
 
 __all__ = ["spatial", "block_axis_types", "conv", "conv_tr", "batch_norm", "SUPPORTED_DIMENSIONS"]
 

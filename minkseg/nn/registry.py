@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from torch import nn
 
-from minkseg.nn.errors import ModelError
+from minkseg.errors import ModelError
 from minkseg.nn.res16unet import Res16UNet, UNetSpec
 
 __all__ = ["build_model", "list_models", "get_spec", "canonical_name", "aliases_of", "distinct_specs",

@@ -15,7 +15,7 @@ from torch import nn
 import minkseg.sparse as ME
 
 from minkseg.nn.blocks import BasicBlock, Bottleneck, make_stage
-from minkseg.nn.errors import ModelError
+from minkseg.errors import ModelError
 from minkseg.nn.layers import SUPPORTED_DIMENSIONS, batch_norm, conv, conv_tr, spatial
 
 __all__ = ["UNetSpec", "Res16UNet", "BLOCKS"]

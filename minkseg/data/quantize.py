@@ -25,15 +25,71 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from minkseg.data.errors import DataError
+from minkseg.errors import DataError
 from minkseg.sparse.utils import quantize_points
 
 LABEL_MODES = ("ignore", "majority")
+AXES = {"x": 0, "y": 1, "z": 2}
+DATASET_BOUND = "dataset"  # clip_bound: the dataset's own box (its spec's train box when augmenting, else its test box)
 Bound = tuple[float, float]
 
 
-def axis_rotation(axis: int, angle: float) -> np.ndarray:
-    """3x3 right-handed rotation by ``angle`` radians about coordinate axis 0/1/2."""
+@dataclass(frozen=True)
+class VoxelParams:
+    """How a scene becomes voxels, as one value: the voxelize stage, training, evaluation and ``minkseg predict``
+    all take this object rather than six loose keyword arguments, so none of them can drift from the others.
+
+    The pipeline fills every field from params.yaml (``voxelize.*`` and ``base.ignore_label``), the model file
+    stores them for prediction; the defaults describe a plain 3D sample clipped by the dataset's own box.
+    ``clip_bound`` is ``None`` (no box), :data:`DATASET_BOUND`, or three ``(min, max)`` pairs in metres;
+    ``temporal_numseq`` frames ``temporal_dilation`` apart make one 4D sample (1: a 3D sample).
+    """
+
+    voxel_size: float
+    clip_bound: tuple[Bound, Bound, Bound] | str | None = DATASET_BOUND
+    label_mode: str = "ignore"
+    ignore_label: int = 255
+    temporal_numseq: int = 1
+    temporal_dilation: int = 1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.voxel_size, bool) or not isinstance(self.voxel_size, (int, float)) or \
+                not self.voxel_size > 0:
+            raise DataError(f"voxel_size must be > 0 metres (got {self.voxel_size!r}); fix voxelize.voxel_size in "
+                            "params.yaml")
+        if self.label_mode not in LABEL_MODES:
+            raise DataError(f"unknown voxel label mode {self.label_mode!r}; use one of {', '.join(LABEL_MODES)}")
+        if self.temporal_numseq < 1 or self.temporal_dilation < 1:
+            raise DataError(f"temporal_numseq and temporal_dilation must be >= 1 (got {self.temporal_numseq}, "
+                            f"{self.temporal_dilation}); fix voxelize.* in params.yaml")
+        clip = self.clip_bound
+        if clip is not None and clip != DATASET_BOUND:
+            if isinstance(clip, str) or len(clip) != 3 or any(len(pair) != 2 for pair in clip):
+                raise DataError(f"clip_bound must be None, {DATASET_BOUND!r} or three (min, max) pairs in metres "
+                                f"(got {clip!r}); fix voxelize.clip_bound in params.yaml")
+            object.__setattr__(self, "clip_bound", tuple((float(lo), float(hi)) for lo, hi in clip))
+        object.__setattr__(self, "voxel_size", float(self.voxel_size))
+        object.__setattr__(self, "ignore_label", int(self.ignore_label))
+        object.__setattr__(self, "temporal_numseq", int(self.temporal_numseq))
+        object.__setattr__(self, "temporal_dilation", int(self.temporal_dilation))
+
+    def as_dict(self) -> dict:
+        """Plain values (lists, not tuples) for JSON and the model file; ``VoxelParams(**as_dict())`` is equal."""
+        clip = self.clip_bound
+        return {"voxel_size": self.voxel_size,
+                "clip_bound": [list(pair) for pair in clip] if isinstance(clip, tuple) else clip,
+                "label_mode": self.label_mode, "ignore_label": self.ignore_label,
+                "temporal_numseq": self.temporal_numseq, "temporal_dilation": self.temporal_dilation}
+
+
+def axis_rotation(axis: str | int, angle: float) -> np.ndarray:
+    """3x3 right-handed rotation by ``angle`` radians about axis ``x``/``y``/``z`` (or 0/1/2).
+
+    The one rotation of the project: training's random rotations (radians, as the original's ``M(axis, theta)``)
+    and test-time voting (degrees: pass ``np.deg2rad(degrees)``) both use it, so a vote at 90 degrees about z turns
+    a scene exactly as an augmentation of the same angle would.
+    """
+    axis = AXES[axis] if isinstance(axis, str) else int(axis)
     c, s = math.cos(angle), math.sin(angle)
     i, j = [(1, 2), (2, 0), (0, 1)][axis]
     rot = np.eye(3)

@@ -13,8 +13,38 @@ from typing import Iterator
 
 import numpy as np
 
+from minkseg.data.datasets import SPEC_DEFAULT, EvalDataset, TrainDataset
 from minkseg.data.ply import write_ply
-from minkseg.data.synthia4d import EXTRINSICS_PATH
+from minkseg.data.splits import SPLITS
+from minkseg.datasets import RawReport, build_dataset
+from minkseg.datasets.synthia4d import EXTRINSICS_PATH
+
+# The loaders' required settings as the shipped params.yaml gives them (the library keeps no defaults of its own).
+LOADER_PARAMS = dict(clip_bound=SPEC_DEFAULT, label_mode="ignore", temporal_numseq=3, temporal_dilation=30,
+                     ignore_label=255)
+
+
+def train_set(preprocessed, dataset: str, split: str = "train", **settings) -> TrainDataset:
+    """A TrainDataset of ``dataset``'s preprocessed scenes (augmented unless ``augment=False``)."""
+    return TrainDataset(preprocessed, split, build_dataset(dataset), **{**LOADER_PARAMS, "augment": True, **settings})
+
+
+def eval_set(preprocessed, dataset: str, split: str = "val", **settings) -> EvalDataset:
+    return EvalDataset(preprocessed, split, build_dataset(dataset), **{**LOADER_PARAMS, **settings})
+
+
+def fetch_raw(dataset: str, raw_dir: Path, *, synthetic=None, urls=(), seed: int = 0, workers: int = 1,
+              splits=SPLITS, **kwargs) -> RawReport:
+    """The download stage's call for ``dataset`` with a tiny ``download.synthetic`` / ``download.synthia_urls``."""
+    download = {"synthetic": synthetic, "synthia_urls": list(urls)}
+    return build_dataset(dataset).fetch(raw_dir, _Group(download), seed=seed, splits=splits, workers=workers,
+                                        progress=False, made_by=None, **kwargs)
+
+
+class _Group(dict):
+    """A ``download`` group for :func:`fetch_raw`: keys also read as attributes, as on the params model."""
+
+    __getattr__ = dict.__getitem__
 
 
 def write_scannet_scene(root: Path, scene: str, xyz: np.ndarray, rgb: np.ndarray, nyu40: np.ndarray | None,

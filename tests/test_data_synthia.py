@@ -96,7 +96,7 @@ def _write_sequences(root, rng, frames_per_seq=6, n=300):
 def test_4d_samples_have_four_columns_and_the_right_frames(tmp_path):
     rng = np.random.default_rng(2)
     _write_sequences(tmp_path / "raw", rng)
-    manifest = preprocess("synthetic-synthia4d", tmp_path / "raw", tmp_path / "pre",
+    manifest = preprocess(build_dataset("synthetic-synthia4d"), tmp_path / "raw", tmp_path / "pre",
                           splits=("train", "val", "test"), progress=False)
     assert [r["frame"] for r in manifest["splits"]["val"]] == [0, 10, 20, 30, 40, 50]
     train = TrainDataset(tmp_path / "pre", "train", temporal_numseq=3, temporal_dilation=2)
@@ -132,7 +132,7 @@ def test_4d_augmentation_shares_one_rotation_across_frames(tmp_path):
     entries = [write_synthia_frame(root, "SYNTHIA-SEQS-01-DAWN", f, xyz, rgb, lab) for f in range(3)]
     for name in ("train_cvpr19.txt", "val_cvpr19.txt", "test_cvpr19.txt"):
         (root / name).write_text("\n".join(entries) + "\n")
-    preprocess("synthetic-synthia4d", root, tmp_path / "pre", splits=("train",), progress=False)
+    preprocess(build_dataset("synthetic-synthia4d"), root, tmp_path / "pre", splits=("train",), progress=False)
     train = TrainDataset(tmp_path / "pre", "train", temporal_numseq=3, temporal_dilation=1, clip_bound=None)
     for seed in range(3):
         coords = train[(0, seed)]["coordinates"]

@@ -78,7 +78,7 @@ def _dataset(tmp_path, n_train=3, n_val=2, n=1500):
             xyz, rgb = random_scene(rng, n)
             write_scannet_scene(raw, scene, xyz, rgb, rng.choice([1, 2, 3, 5, 40], n))
         (raw / f"scannetv2_{split}.txt").write_text("\n".join(scenes) + "\n")
-    preprocess("synthetic-scannet", raw, tmp_path / "pre", progress=False)
+    preprocess(build_dataset("synthetic-scannet"), raw, tmp_path / "pre", progress=False, splits=("train", "val"))
     return tmp_path / "pre"
 
 

@@ -313,7 +313,7 @@ def test_scannet_root_missing_scenes_of_the_official_split(tmp_path, capsys, mon
     scannet = tmp_path / "ScanNet"  # a partial copy: two scenes of the official train split
     source = tmp_path / "ws"
     source.mkdir()
-    first, second = split_entries(get_spec("scannet"), "train")[:2]
+    first, second = build_dataset("scannet").split_entries("train")[:2]
     for scene in (first, second):
         folder = scannet / "scans" / scene
         folder.mkdir(parents=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from minkseg.data.atomic import atomic_directory, atomic_write_json
 from minkseg.data.datasets import SPEC_DEFAULT, EvalDataset
@@ -19,6 +19,10 @@ from minkseg.data.errors import DataError
 from minkseg.data.evalfile import FORMAT_VERSION, MANIFEST, save_voxelized_sample
 from minkseg.data.parallel import run_parallel
 from minkseg.data.preprocess import MADE_BY, scene_filename
+from minkseg.data.scenefile import STORED_IGNORE
+
+if TYPE_CHECKING:  # the caller passes the dataset object; data/ does not import the datasets above it
+    from minkseg.datasets.base import SegmentationDataset
 
 
 def _freeze(value: Any) -> Any:
@@ -28,13 +32,14 @@ def _freeze(value: Any) -> Any:
 
 
 @lru_cache(maxsize=4)
-def _dataset(preprocessed_dir: str, split: str, options: tuple) -> EvalDataset:
-    return EvalDataset(preprocessed_dir, split, **dict(options))
+def _dataset(preprocessed_dir: str, split: str, spec: "SegmentationDataset", options: tuple) -> EvalDataset:
+    # The files keep the stored ignore label (minkseg.data.scenefile): base.ignore_label is mapped on reading.
+    return EvalDataset(preprocessed_dir, split, spec, ignore_label=STORED_IGNORE, **dict(options))
 
 
-def _voxelize_one(task: tuple[str, str, tuple, int, str]) -> tuple[dict | None, str | None]:
-    preprocessed_dir, split, options, index, out_dir = task
-    dataset = _dataset(preprocessed_dir, split, options)
+def _voxelize_one(task: tuple[str, str, "SegmentationDataset", tuple, int, str]) -> tuple[dict | None, str | None]:
+    preprocessed_dir, split, spec, options, index, out_dir = task
+    dataset = _dataset(preprocessed_dir, split, spec, options)
     name = dataset.samples.name(index)
     filename = scene_filename(name.replace("+", "__").replace(",", "_"))
     try:
@@ -47,18 +52,18 @@ def _voxelize_one(task: tuple[str, str, tuple, int, str]) -> tuple[dict | None, 
 
 
 def voxelize_split(preprocessed_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                   splits: str | Sequence[str] = ("val",), *, voxel_size: float | None = None,
-                   clip_bound: Any = SPEC_DEFAULT, label_mode: str = "ignore", temporal_numseq: int = 3,
-                   temporal_dilation: int = 30, workers: int = 1, progress: bool = True,
-                   made_by: Mapping[str, Any] | None = None) -> dict:
+                   splits: str | Sequence[str], dataset: "SegmentationDataset", *, voxel_size: float,
+                   clip_bound: Any, label_mode: str, temporal_numseq: int, temporal_dilation: int,
+                   workers: int = 1, progress: bool = True, made_by: Mapping[str, Any] | None = None) -> dict:
     """Write one evaluation file per sample of ``splits`` plus ``manifest.json`` into ``out_dir``; returns it.
-    ``made_by`` (what made the output: params and inputs) is stored in the manifest as is."""
+    ``clip_bound`` is :data:`SPEC_DEFAULT` (the dataset's own), None or three [min, max] pairs; ``made_by`` (what
+    made the output: params and inputs) is stored in the manifest as is."""
     splits = [splits] if isinstance(splits, str) else list(splits)
     options = tuple(sorted({"voxel_size": voxel_size, "clip_bound": _freeze(clip_bound), "label_mode": label_mode,
                             "temporal_numseq": temporal_numseq, "temporal_dilation": temporal_dilation}.items()))
     source = str(Path(preprocessed_dir).resolve())
     _dataset.cache_clear()  # the scenes may have been re-preprocessed since a previous call in this process
-    datasets = {split: _dataset(source, split, options) for split in splits}
+    datasets = {split: _dataset(source, split, dataset, options) for split in splits}
     first = datasets[splits[0]]
     manifest: dict[str, Any] = {
         "format_version": FORMAT_VERSION, "dataset": first.spec.name, "class_names": list(first.spec.class_names),
@@ -70,7 +75,7 @@ def voxelize_split(preprocessed_dir: str | os.PathLike, out_dir: str | os.PathLi
     with atomic_directory(out_dir) as staging:
         for split in splits:
             (staging / split).mkdir()
-            tasks = [(source, split, options, i, str(staging)) for i in range(len(datasets[split]))]
+            tasks = [(source, split, dataset, options, i, str(staging)) for i in range(len(datasets[split]))]
             results = run_parallel(_voxelize_one, tasks, workers, desc=f"voxelize {split}", unit="sample",
                                    progress=progress)
             failed = [error for _, error in results if error is not None]

@@ -83,12 +83,7 @@ class PipelinePaths:
 
 def _external_root(params: Params) -> Path | None:
     """The user's own dataset folder for real datasets, or None when data/raw holds the raw data itself."""
-    dataset = params.base.dataset
-    if dataset == "scannet":
-        return Path(params.download.scannet_root).expanduser()
-    if dataset == "synthia4d" and params.download.synthia_root:
-        return Path(params.download.synthia_root).expanduser()
-    return None
+    return _dataset_spec(params).raw_root(params.download)
 
 
 def raw_location(params: Params, paths: PipelinePaths) -> Path:
@@ -112,18 +107,15 @@ def run_check_params(params: Params, paths: PipelinePaths = PipelinePaths(), pro
 def run_download(params: Params, paths: PipelinePaths = PipelinePaths(), progress: bool = True) -> Mapping[str, Any]:
     """Make the raw data available: generate the synthetic datasets, download + extract Synthia4D, or check a
     local ScanNet copy. For external folders data/raw records what was found, so later stages see a change."""
-    from minkseg.data import prepare_raw
-
     dataset = params.base.dataset
     external = _external_root(params)
     check_writable(paths.raw.parent)  # a read-only dataset folder of the user's is fine: it is only read
-    synthetic = params.download.synthetic.model_dump()
     # Only the splits that will be preprocessed must be present in a user's copy (ScanNet's test scans are optional).
     made_by = make_record("download", params, {})
-    report = prepare_raw(dataset, external or paths.raw, urls=params.download.synthia_urls, synthetic=synthetic,
-                         seed=params.base.seed, splits=tuple(params.preprocess.splits),
-                         workers=params.preprocess.num_workers, progress=progress,
-                         made_by=None if external is not None else made_by)
+    report = _dataset_spec(params).fetch(external or paths.raw, params.download, seed=params.base.seed,
+                                         splits=tuple(params.preprocess.splits),
+                                         workers=params.preprocess.num_workers, progress=progress,
+                                         made_by=None if external is not None else made_by)
     summary = {"dataset": dataset, "location": str(external or paths.raw), **_report_fields(report)}
     if external is not None:
         paths.raw.mkdir(parents=True, exist_ok=True)
@@ -182,7 +174,7 @@ def run_preprocess(params: Params, paths: PipelinePaths = PipelinePaths(), progr
 
     check_writable(paths.preprocessed.parent)
     made_by = make_record("preprocess", params, _checked_inputs(params, paths, "preprocess"))
-    return preprocess(params.base.dataset, raw_location(params, paths), paths.preprocessed,
+    return preprocess(_dataset_spec(params), raw_location(params, paths), paths.preprocessed,
                       splits=tuple(params.preprocess.splits), workers=params.preprocess.num_workers,
                       progress=progress, made_by=made_by)
 
@@ -193,7 +185,7 @@ def run_voxelize(params: Params, paths: PipelinePaths = PipelinePaths(), progres
     v = params.voxelize
     check_writable(paths.voxelized.parent)
     made_by = make_record("voxelize", params, _checked_inputs(params, paths, "voxelize"))
-    return voxelize_split(paths.preprocessed, paths.voxelized, splits=(params.evaluate.split,),
+    return voxelize_split(paths.preprocessed, paths.voxelized, (params.evaluate.split,), _dataset_spec(params),
                           voxel_size=v.voxel_size, clip_bound=_clip(v.clip_bound), label_mode=v.label_mode,
                           temporal_numseq=v.temporal_numseq, temporal_dilation=v.temporal_dilation,
                           workers=params.preprocess.num_workers, progress=progress, made_by=made_by)
@@ -206,9 +198,10 @@ def _clip(clip_bound: Any) -> Any:
 
 
 def _dataset_spec(params: Params):
-    from minkseg.data import get_spec
+    """The dataset object (minkseg.datasets) every stage asks instead of branching on its name."""
+    from minkseg.datasets import dataset_from_params
 
-    return get_spec(params.base.dataset)
+    return dataset_from_params(params)
 
 
 def build_network(params: Params) -> torch.nn.Module:
@@ -236,10 +229,11 @@ def run_train(params: Params, paths: PipelinePaths = PipelinePaths(), progress: 
                                    *(_file_hash(d / "manifest.json") for d in (paths.preprocessed, paths.voxelized))])
     spec = _dataset_spec(params)
     v, t = params.voxelize, params.train
-    train_set = TrainDataset(paths.preprocessed, "train", voxel_size=v.voxel_size, clip_bound=_clip(v.clip_bound),
-                             augment=t.augment, label_mode=v.label_mode, temporal_numseq=v.temporal_numseq,
-                             temporal_dilation=v.temporal_dilation)
-    val_set = VoxelizedDataset(paths.voxelized, params.evaluate.split)
+    train_set = TrainDataset(paths.preprocessed, "train", spec, voxel_size=v.voxel_size,
+                             clip_bound=_clip(v.clip_bound), augment=t.augment, label_mode=v.label_mode,
+                             temporal_numseq=v.temporal_numseq, temporal_dilation=v.temporal_dilation,
+                             ignore_label=params.base.ignore_label)
+    val_set = VoxelizedDataset(paths.voxelized, params.evaluate.split, ignore_label=params.base.ignore_label)
     weights = balanced_class_weights(paths.preprocessed) if t.class_weights == "balanced" else None
     seed_everything(params.base.seed)  # the initial weights are part of "same params, same result"
     model = build_network(params)
@@ -317,10 +311,8 @@ def model_description(params: Params) -> dict[str, Any]:
     """Everything the model file records besides the weights (see minkseg.engine.modelfile)."""
     spec = _dataset_spec(params)
     v, e = params.voxelize, params.evaluate
-    from minkseg.data.samples import is_temporal
-
     clip = spec.clip_bound_test if v.clip_bound == "dataset" else v.clip_bound  # what evaluation clips with
-    temporal = is_temporal(spec, v.temporal_numseq)
+    temporal = spec.is_temporal(v.temporal_numseq)
     description = {"model": params.train.model, "in_channels": IN_CHANNELS, "num_classes": spec.num_classes,
                    "dimension": spec.dimension, "conv1_kernel_size": params.train.conv1_kernel_size,
                    "bn_momentum": params.train.bn_momentum, "class_names": list(spec.class_names),
@@ -356,12 +348,13 @@ class _VotingScenes:
         from minkseg.data import EvalDataset, VoxelizedDataset
 
         v, e = params.voxelize, params.evaluate
-        self.base = VoxelizedDataset(paths.voxelized, e.split)
+        ignore_label = params.base.ignore_label
+        self.base = VoxelizedDataset(paths.voxelized, e.split, ignore_label=ignore_label)
         angles = voting_rotations(e.rotation_angles)  # the Predictor's view order, so both sum alike
-        self.rotated = [EvalDataset(paths.preprocessed, e.split, voxel_size=v.voxel_size,
+        self.rotated = [EvalDataset(paths.preprocessed, e.split, _dataset_spec(params), voxel_size=v.voxel_size,
                                     clip_bound=_clip(v.clip_bound), label_mode=v.label_mode,
                                     temporal_numseq=v.temporal_numseq, temporal_dilation=v.temporal_dilation,
-                                    rotation_degrees=angle, rotation_axis=e.rotation_axis)
+                                    ignore_label=ignore_label, rotation_degrees=angle, rotation_axis=e.rotation_axis)
                         for angle in angles if angle != 0]
         self.include_base = bool(angles) and angles[0] == 0
         self.preprocessed = paths.preprocessed
@@ -427,26 +420,25 @@ def run_submit(params: Params, paths: PipelinePaths = PipelinePaths(), progress:
 
     from minkseg.data.atomic import atomic_directory
     from minkseg.data.ply import read_ply
-    from minkseg.data.scannet import scene_files
-    from minkseg.data.splits import split_entries, split_file
+    from minkseg.datasets.scannet import scene_files
     from minkseg.engine.predictor import Predictor
     from minkseg.engine.runtime import configure_cpu_runtime
     from minkseg.engine.submission import ARCHIVE, encode_scene, to_nyu40, validate_archive, write_archive
 
     check_writable(paths.submission.parent)
     spec = _dataset_spec(params)
-    if spec.family != "scannet":
+    if not spec.scannet_benchmark:
         with atomic_directory(paths.submission) as staging:
             summary = {"dataset": spec.name, "applicable": False,
                        "reason": "the ScanNet benchmark format applies to ScanNet-format datasets only"}
             atomic_write_json(staging / "summary.json", summary)
         return summary
     root = raw_location(params, paths)
-    scenes = split_entries(spec, "test", root)
+    scenes = spec.split_entries("test", root)
     meshes = {scene: scene_files(root, scene, "test")[0] for scene in scenes}
     missing = [scene for scene, mesh in meshes.items() if not mesh.is_file()]
     if missing:
-        raise EngineError(f"{split_file(spec, 'test', root)} names {len(missing)} test scene(s) without a mesh under "
+        raise EngineError(f"{spec.split_file('test', root)} names {len(missing)} test scene(s) without a mesh under "
                           f"{root} (e.g. {meshes[missing[0]]}); download the test scans (download-scannet.py "
                           "--type _vh_clean_2.ply) or re-run the download stage")
     configure_cpu_runtime(params.base.num_threads)

@@ -364,9 +364,9 @@ def _dataset_group_problems(source: str, params: Params) -> list[str]:
     names = dataset_names()
     if params.base.dataset not in names:
         close = difflib.get_close_matches(params.base.dataset, names, n=1)
-        hint = f"did you mean {close[0]}? " if close else ""
-        problems.append(f"{source}: base.dataset: unknown dataset {params.base.dataset!r}; {hint}registered: "
-                        f"{', '.join(names)}")
+        hint = f"; did you mean {close[0]}?" if close else ""
+        problems.append(f"{source}: base.dataset: must be one of the registered datasets: {', '.join(names)}{hint} "
+                        f"(got {params.base.dataset!r})")
     groups = option_groups()
     extra = dict(params.download.model_extra or {})
     for key in sorted(set(extra) - set(groups)):

@@ -9,8 +9,8 @@ import pytest
 
 from minkseg.data.augment import (ChromaticAutoContrast, ChromaticJitter, ChromaticTranslation, ElasticDistortion,
                                   RandomDropout, RandomHorizontalFlip, normalize_color, training_transforms)
-from minkseg.data.registry import get_spec
 from minkseg.data.voxelizer import Voxelizer
+from minkseg.datasets import build_dataset
 
 
 def _cloud(n=2000, seed=0):

@@ -58,6 +58,36 @@ def write_scannet_scene(root: Path, scene: str, xyz: np.ndarray, rgb: np.ndarray
         write_ply(folder / f"{scene}_vh_clean_2.labels.ply", {**fields, "label": nyu40.astype(np.uint16)})
 
 
+PLY_CLASSES = ["floor", "wall", "box"]
+
+
+def write_labelled_plys(root: Path, count: int = 6, points: int = 1200, seed: int = 0,
+                        label_property: str = "class_id", unlabelled: int = 99) -> list[str]:
+    """A user's folder of small labelled scans (``ply-folder``): floor, two walls and a box per scene, in cm with z
+    up, classes 0..2 (:data:`PLY_CLASSES`) in ``label_property`` and 5% of the points ``unlabelled``. Returns the
+    file names (some in a subfolder, as users keep them)."""
+    rng = np.random.default_rng(seed)
+    names = []
+    for index in range(count):
+        n = points // 4
+        floor = np.c_[rng.uniform(0, 400, (n, 2)), rng.normal(0, 0.5, n)]
+        wall = np.c_[rng.normal(0, 0.5, n), rng.uniform(0, 400, n), rng.uniform(0, 250, n)]
+        wall2 = np.c_[rng.uniform(0, 400, n), rng.normal(400, 0.5, n), rng.uniform(0, 250, n)]
+        corner = rng.uniform(80, 250, 2)
+        box = np.c_[corner + rng.uniform(0, 70, (n, 2)), rng.uniform(0, 80, n)]
+        xyz = np.concatenate([floor, wall, wall2, box]).astype(np.float32)
+        labels = np.repeat(np.array([0, 1, 1, 2]), n)
+        labels[rng.random(len(labels)) < 0.05] = unlabelled
+        base = np.array([[120, 110, 100], [200, 200, 195], [200, 200, 195], [150, 100, 60]])[np.repeat(np.arange(4), n)]
+        rgb = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+        name = f"scan_{index:02d}.ply" if index % 2 == 0 else f"site_b/scan_{index:02d}.ply"
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        write_ply(root / name, {"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2], "red": rgb[:, 0],
+                                "green": rgb[:, 1], "blue": rgb[:, 2], label_property: labels.astype(np.int32)})
+        names.append(name)
+    return names
+
+
 def random_scene(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
     return rng.uniform(0, 3, (n, 3)).astype(np.float32), rng.integers(0, 256, (n, 3)).astype(np.uint8)
 

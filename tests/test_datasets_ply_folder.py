@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from minkseg.config import params_from_dict
 from minkseg.data.ply import write_ply

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from minkseg.data.atomic import atomic_directory, atomic_write_json
-from minkseg.data.datasets import SPEC_DEFAULT, EvalDataset
+from minkseg.data.datasets import EvalDataset
 from minkseg.data.errors import DataError
 from minkseg.data.evalfile import FORMAT_VERSION, MANIFEST, save_voxelized_sample
 from minkseg.data.parallel import run_parallel
@@ -56,8 +56,8 @@ def voxelize_split(preprocessed_dir: str | os.PathLike, out_dir: str | os.PathLi
                    clip_bound: Any, label_mode: str, temporal_numseq: int, temporal_dilation: int,
                    workers: int = 1, progress: bool = True, made_by: Mapping[str, Any] | None = None) -> dict:
     """Write one evaluation file per sample of ``splits`` plus ``manifest.json`` into ``out_dir``; returns it.
-    ``clip_bound`` is :data:`SPEC_DEFAULT` (the dataset's own), None or three [min, max] pairs; ``made_by`` (what
-    made the output: params and inputs) is stored in the manifest as is."""
+    ``clip_bound`` is :data:`~minkseg.data.datasets.SPEC_DEFAULT` (the dataset's own), None or three [min, max]
+    pairs; ``made_by`` (what made the output: params and inputs) is stored in the manifest as is."""
     splits = [splits] if isinstance(splits, str) else list(splits)
     options = tuple(sorted({"voxel_size": voxel_size, "clip_bound": _freeze(clip_bound), "label_mode": label_mode,
                             "temporal_numseq": temporal_numseq, "temporal_dilation": temporal_dilation}.items()))

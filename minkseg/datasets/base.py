@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from minkseg.data.atomic import atomic_write_json
 from minkseg.data.errors import DataError
 from minkseg.data.scenefile import STORED_IGNORE, Scene
-from minkseg.data.splits import check_split
+from minkseg.data.splits import check_split, read_split_list
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ Bound = tuple[float, float]
 VOXEL_SIZE_RANGE = {"m": (0.001, 10.0)}
 # What made generated raw data (minkseg.engine.lineage): a file in the raw folder, swapped in with the data.
 MADE_BY_FILE = "made_by.json"
+META_DIR = Path(__file__).resolve().parent / "meta"  # the official split lists (and ScanNet's label table), shipped
 
 
 @dataclass
@@ -74,6 +75,8 @@ class SegmentationDataset:
     max_extent: ClassVar[float] = 200.0  # metres: a scene spanning more is taken for mm or cm (minkseg predict)
     ignore_label: ClassVar[int] = STORED_IGNORE  # label of unannotated points in the preprocessed files
     scannet_benchmark: ClassVar[bool] = False  # the submit stage writes the ScanNet benchmark zip
+    split_files: ClassVar[dict[str, str]] = {}  # split -> its list's file name (datasets with split lists)
+    split_lists_in_raw: ClassVar[bool] = False  # lists in the raw folder (generated data), else in META_DIR
     # Params keys (flat, as dvc.yaml names them) that make the raw data: what the download record holds.
     download_params: ClassVar[tuple[str, ...]] = ("base.dataset",)
     # A dataset with settings of its own: their params key under ``download`` and their pydantic model.
@@ -141,9 +144,18 @@ class SegmentationDataset:
         """Scenes/frames per split, or one DataError saying what is missing and how to get it."""
         raise NotImplementedError
 
+    def split_file(self, split: str, raw_dir: str | os.PathLike | None) -> Path:
+        """Where the list of ``split`` lives: the raw folder for generated data, the shipped ``meta/`` otherwise."""
+        name = self.split_files[check_split(split)]
+        if not self.split_lists_in_raw:
+            return META_DIR / name
+        if raw_dir is None:
+            raise DataError(f"{self.name}: split lists live in the generated raw directory; pass raw_dir")
+        return Path(raw_dir) / name
+
     def split_entries(self, split: str, raw_dir: str | os.PathLike | None = None) -> list[str]:
         """The raw entries (scene names, frame paths, files) of ``split``, in a fixed order."""
-        raise NotImplementedError
+        return read_split_list(self.split_file(split, raw_dir))
 
     def read_scene(self, raw_dir: str | os.PathLike, split: str, entry: str) -> Scene:
         """One raw scene as a :class:`Scene` (metres, train ids, :data:`STORED_IGNORE` for unannotated points)."""

@@ -36,13 +36,11 @@ from minkseg.data.cleaning import finite_points
 from minkseg.data.errors import DataError
 from minkseg.data.ply import read_ply
 from minkseg.data.scenefile import STORED_IGNORE, Scene
-from minkseg.data.splits import check_split, read_split_list
-from minkseg.datasets.base import SegmentationDataset
+from minkseg.datasets.base import META_DIR, SegmentationDataset
 from minkseg.datasets.registry import register_dataset
 
 log = logging.getLogger(__name__)
 
-META_DIR = Path(__file__).resolve().parent / "meta"  # the official split lists and label table, shipped
 CLASS_NAMES = (
     "wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf", "picture",
     "counter", "desk", "curtain", "refrigerator", "shower curtain", "toilet", "sink", "bathtub", "otherfurniture",
@@ -173,7 +171,7 @@ class ScanNet(SegmentationDataset):
     max_extent = 200.0
     scannet_benchmark = True
     download_params = ("base.dataset", "download.scannet_root")
-    split_lists_in_raw = False  # the official lists ship with MinkSeg; generated datasets write theirs
+    split_files = SPLIT_FILES
 
     def raw_root(self, download: Any) -> Path | None:
         return Path(download.scannet_root).expanduser() if download.scannet_root else None
@@ -183,18 +181,6 @@ class ScanNet(SegmentationDataset):
             return []
         return ["download.scannet_root: required when base.dataset is scannet; set it to the folder holding "
                 "ScanNet v2's scans/"]
-
-    def split_file(self, split: str, raw_dir: str | os.PathLike | None) -> Path:
-        """Where the list for ``split`` lives: the raw directory for generated data, the package otherwise."""
-        name = SPLIT_FILES[check_split(split)]
-        if not self.split_lists_in_raw:
-            return META_DIR / name
-        if raw_dir is None:
-            raise DataError(f"{self.name}: split lists live in the generated raw directory; pass raw_dir")
-        return Path(raw_dir) / name
-
-    def split_entries(self, split: str, raw_dir: str | os.PathLike | None = None) -> list[str]:
-        return read_split_list(self.split_file(split, raw_dir))
 
     def check_raw(self, raw_dir: str | os.PathLike, splits: Iterable[str]) -> dict[str, int]:
         return check_scannet_root(self, raw_dir, splits)

@@ -33,13 +33,11 @@ from minkseg.data.errors import DataError
 from minkseg.data.extract import extract_archive
 from minkseg.data.ply import first_present, read_ply
 from minkseg.data.scenefile import STORED_IGNORE, Scene
-from minkseg.data.splits import check_split, read_split_list
 from minkseg.datasets.base import RawReport, SegmentationDataset
 from minkseg.datasets.registry import register_dataset
 
 log = logging.getLogger(__name__)
 
-META_DIR = Path(__file__).resolve().parent / "meta"  # the official CVPR'19 split lists, shipped
 RAW_CLASS_NAMES = (
     "void", "sky", "building", "road", "sidewalk", "fence", "vegetation", "pole", "car", "traffic sign",
     "pedestrian", "bicycle", "lanemarking", "reserved", "reserved", "traffic light",
@@ -209,7 +207,7 @@ class Synthia4D(SegmentationDataset):
     clip_bound_test = ((-25.0, 25.0),) * 3
     max_extent = 2000.0
     download_params = ("base.dataset", "download.synthia_root")
-    split_lists_in_raw = False  # the official lists ship with MinkSeg; generated data writes its own
+    split_files = SPLIT_FILES
 
     def raw_root(self, download: Any) -> Path | None:
         return Path(download.synthia_root).expanduser() if download.synthia_root else None
@@ -219,17 +217,6 @@ class Synthia4D(SegmentationDataset):
             return []
         return ["download.synthia_root: required when base.dataset is synthia4d; set it to the Synthia4D folder "
                 "(filled from download.synthia_urls when empty)"]
-
-    def split_file(self, split: str, raw_dir: str | os.PathLike | None) -> Path:
-        name = SPLIT_FILES[check_split(split)]
-        if not self.split_lists_in_raw:
-            return META_DIR / name
-        if raw_dir is None:
-            raise DataError(f"{self.name}: split lists live in the generated raw directory; pass raw_dir")
-        return Path(raw_dir) / name
-
-    def split_entries(self, split: str, raw_dir: str | os.PathLike | None = None) -> list[str]:
-        return read_split_list(self.split_file(split, raw_dir))
 
     def check_raw(self, raw_dir: str | os.PathLike, splits: Iterable[str]) -> dict[str, int]:
         return check_synthia_root(self, raw_dir, splits)

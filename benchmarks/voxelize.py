@@ -26,10 +26,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from minkseg.data.augment import ElasticDistortion, training_transforms  # noqa: E402
-from minkseg.data.registry import get_spec  # noqa: E402
-from minkseg.data.scannet import read_scannet_scene  # noqa: E402
 from minkseg.data.scenefile import load_scene, save_scene  # noqa: E402
-from minkseg.data.synthetic_scannet import SyntheticScanNetConfig, generate_room, write_scene  # noqa: E402
+from minkseg.datasets import build_dataset  # noqa: E402
+from minkseg.datasets.generators.rooms import SyntheticScanNetConfig, generate_room, write_scene  # noqa: E402
+from minkseg.datasets.scannet import read_scannet_scene  # noqa: E402
 from minkseg.data.quantize import Voxelizer  # noqa: E402
 
 
@@ -57,7 +57,7 @@ def main() -> None:
         config = SyntheticScanNetConfig(points_per_scene=int(args.points ** 2 / len(xyz)), room_size=(9.0, 12.0))
         xyz, rgb, nyu40 = generate_room(config, 0)
     n = len(xyz)
-    spec = get_spec("scannet")
+    spec = build_dataset("scannet")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_scene(root, "train", "scene0000_00", xyz, rgb, nyu40)

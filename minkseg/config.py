@@ -18,10 +18,13 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Iterable, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Iterable, Literal
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+if TYPE_CHECKING:
+    from minkseg.datasets.base import SegmentationDataset
 
 __all__ = [
     "ConfigError",
@@ -36,13 +39,11 @@ __all__ = [
     "EvaluateParams",
     "MlflowParams",
     "Params",
-    "DATASETS",
     "load_params",
     "params_from_dict",
     "flatten",
 ]
 
-DATASETS = ("synthetic-scannet", "scannet", "synthia4d", "synthetic-synthia4d")
 
 
 def _reject_bool(value: Any) -> Any:
@@ -87,7 +88,7 @@ class BaseParams(_Group):
     """Settings every stage shares."""
 
     seed: NonNegativeInt
-    dataset: Literal["synthetic-scannet", "scannet", "synthia4d", "synthetic-synthia4d"]
+    dataset: NonEmptyStr  # a name from minkseg.datasets' registry (checked against it after parsing)
     device: Literal["auto", "cpu", "cuda"]
     num_gpus: PositiveInt  # processes per node; > 1 makes the train stage relaunch itself under torchrun
     num_nodes: PositiveInt
@@ -115,7 +116,14 @@ class SyntheticParams(_Group):
 
 
 class DownloadParams(_Group):
-    """Where the raw data comes from."""
+    """Where the raw data comes from.
+
+    Besides the keys below, every registered dataset with settings of its own has one key here, named by its
+    ``options_key`` (``ply_folder``: null, or that dataset's mapping); those are validated by the dataset's own
+    model after parsing (:func:`_dataset_group_problems`), so this file needs no change when a dataset is added.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True, strict=False, validate_default=True)
 
     scannet_root: str | None  # an existing ScanNet v2 copy (its scans/ folder); ScanNet cannot be fetched anonymously
     synthia_root: str | None  # an existing or to-be-filled Synthia4D folder
@@ -364,16 +372,47 @@ def _error_lines(source: str, exc: ValidationError) -> list[str]:
     return lines
 
 
+def _dataset_group_problems(source: str, params: Params) -> list[str]:
+    """``base.dataset`` against the dataset registry, and the datasets' own ``download`` groups against their
+    models: every registered group must be present (null when unused), no other extra key may be."""
+    from minkseg.datasets import dataset_names, option_groups
+
+    problems: list[str] = []
+    names = dataset_names()
+    if params.base.dataset not in names:
+        close = difflib.get_close_matches(params.base.dataset, names, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        problems.append(f"{source}: base.dataset: must be one of the registered datasets: {', '.join(names)}{hint} "
+                        f"(got {params.base.dataset!r})")
+    groups = option_groups()
+    extra = dict(params.download.model_extra or {})
+    for key in sorted(set(extra) - set(groups)):
+        allowed = sorted(set(DownloadParams.model_fields) | set(groups))
+        close = difflib.get_close_matches(key, allowed, n=1)
+        hint = f"did you mean {close[0]}?" if close else f"allowed here: {', '.join(allowed)}"
+        problems.append(f"{source}: download.{key}: unknown key; {hint}")
+    for key, (dataset, validate) in groups.items():
+        if key not in extra:
+            problems.append(f"{source}: download.{key}: missing; add it (null unless base.dataset is {dataset}; see "
+                            "the params.yaml shipped with MinkSeg)")
+        elif extra[key] is None and params.base.dataset == dataset:
+            problems.append(f"{source}: download.{key}: required when base.dataset is {dataset} (it is null); see "
+                            f"the {dataset} section of the README for its keys")
+        elif extra[key] is not None:
+            try:
+                validate(extra[key])
+            except ValidationError as exc:
+                problems += [line.replace(f"{source}: ", f"{source}: download.{key}.", 1)
+                             for line in _error_lines(source, exc)]
+    return problems
+
+
 def _cross_checks(source: str, params: Params) -> list[str]:
     """Rules that involve more than one key."""
-    problems: list[str] = []
-    dataset = params.base.dataset
-    if dataset == "scannet" and not params.download.scannet_root:
-        problems.append(f"{source}: download.scannet_root: required when base.dataset is scannet; set it to the "
-                        "folder holding ScanNet v2's scans/")
-    if dataset == "synthia4d" and not params.download.synthia_root:
-        problems.append(f"{source}: download.synthia_root: required when base.dataset is synthia4d; set it to the "
-                        "Synthia4D folder (filled from download.synthia_urls when empty)")
+    problems = _dataset_group_problems(source, params)
+    if problems:  # the dataset cannot be asked anything before its name and settings are right
+        return problems
+    problems += [f"{source}: {problem}" for problem in _dataset(params).params_problems(params)]
     if params.base.node_rank >= params.base.num_nodes:
         problems.append(f"{source}: base.node_rank: must be < base.num_nodes ({params.base.num_nodes}) "
                         f"(got {params.base.node_rank})")
@@ -390,7 +429,6 @@ def _model_problems(source: str, params: Params) -> list[str]:
     Without this a misspelt ``train.model`` would only fail in the train stage -- after download, preprocess and
     voxelize have run for hours on real data. The registries are imported lazily (they pull in torch).
     """
-    from minkseg.data.registry import DATASETS as DATASET_SPECS
     from minkseg.nn.registry import list_models
 
     problems: list[str] = []
@@ -401,19 +439,29 @@ def _model_problems(source: str, params: Params) -> list[str]:
         hint = f"did you mean {' or '.join(close)}?" if close else "e.g. Res16UNet14A, Res16UNet34C, MinkUNet34C"
         problems.append(f"{source}: train.model: unknown network {model!r}; {hint} (every name: python -c "
                         f"\"import minkseg.nn; print(minkseg.nn.list_models())\")")
-    spec = DATASET_SPECS[params.base.dataset]
+    spec = _dataset(params)
     low, high = spec.voxel_size_range
     if not low <= params.voxelize.voxel_size <= high:
         unit = {"m": "metres"}.get(spec.unit, spec.unit)
         problems.append(f"{source}: voxelize.voxel_size: must be between {low:g} and {high:g} for "
-                        f"{spec.name}, whose coordinates are in {unit} (its usual size: {spec.voxel_size:g}) "
-                        f"(got {params.voxelize.voxel_size!r})")
+                        f"{spec.name}, whose coordinates are in {unit} (got {params.voxelize.voxel_size!r})")
+    if params.base.ignore_label < spec.num_classes:
+        # A class id as the ignore label would silently drop that class from the loss and the metrics.
+        problems.append(f"{source}: base.ignore_label: {params.base.ignore_label} is a class id of {spec.name} "
+                        f"(classes 0..{spec.num_classes - 1}); use a value >= {spec.num_classes}, e.g. 255")
     weights = params.train.class_weights
     num_classes = spec.num_classes
     if isinstance(weights, list) and len(weights) != num_classes:
         problems.append(f"{source}: train.class_weights: has {len(weights)} values but {params.base.dataset} has "
                         f"{num_classes} classes; give one weight per class, or null")
     return problems
+
+
+def _dataset(params: Params) -> "SegmentationDataset":
+    """The configured dataset object (its name and settings already checked by :func:`_dataset_group_problems`)."""
+    from minkseg.datasets import dataset_from_params
+
+    return dataset_from_params(params)
 
 
 def params_from_dict(data: Any, source: str = "params.yaml") -> Params:

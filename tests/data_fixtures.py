@@ -8,13 +8,54 @@ import http.server
 import re
 import tarfile
 import threading
+from dataclasses import fields
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
+from minkseg.data.datasets import EvalDataset, TrainDataset
+from minkseg.data.quantize import DATASET_BOUND, VoxelParams
 from minkseg.data.ply import write_ply
-from minkseg.data.synthia4d import EXTRINSICS_PATH
+from minkseg.data.splits import SPLITS
+from minkseg.datasets import RawReport, build_dataset
+from minkseg.datasets.synthia4d import EXTRINSICS_PATH
+
+# The loaders' required settings as the shipped params.yaml gives them (the library keeps no defaults of its own).
+LOADER_PARAMS = dict(clip_bound=DATASET_BOUND, label_mode="ignore", temporal_numseq=3, temporal_dilation=30,
+                     ignore_label=255)
+
+
+def train_set(preprocessed, dataset: str, split: str = "train", **settings) -> TrainDataset:
+    """A TrainDataset of ``dataset``'s preprocessed scenes (augmented unless ``augment=False``)."""
+    voxel, rest = _split_settings({**LOADER_PARAMS, "augment": True, **settings})
+    return TrainDataset(preprocessed, split, build_dataset(dataset), voxel, **rest)
+
+
+def eval_set(preprocessed, dataset: str, split: str = "val", **settings) -> EvalDataset:
+    voxel, rest = _split_settings({**LOADER_PARAMS, **settings})
+    return EvalDataset(preprocessed, split, build_dataset(dataset), voxel, **rest)
+
+
+def _split_settings(settings: dict) -> tuple[VoxelParams, dict]:
+    """Keyword settings -> the VoxelParams they name, and the loader's other options (augment, rotation, ...)."""
+    names = {field.name for field in fields(VoxelParams)}
+    voxel = VoxelParams(**{key: value for key, value in settings.items() if key in names})
+    return voxel, {key: value for key, value in settings.items() if key not in names}
+
+
+def fetch_raw(dataset: str, raw_dir: Path, *, synthetic=None, urls=(), seed: int = 0, workers: int = 1,
+              splits=SPLITS, **kwargs) -> RawReport:
+    """The download stage's call for ``dataset`` with a tiny ``download.synthetic`` / ``download.synthia_urls``."""
+    download = {"synthetic": synthetic, "synthia_urls": list(urls)}
+    return build_dataset(dataset).fetch(raw_dir, _Group(download), seed=seed, splits=splits, workers=workers,
+                                        progress=False, made_by=None, **kwargs)
+
+
+class _Group(dict):
+    """A ``download`` group for :func:`fetch_raw`: keys also read as attributes, as on the params model."""
+
+    __getattr__ = dict.__getitem__
 
 
 def write_scannet_scene(root: Path, scene: str, xyz: np.ndarray, rgb: np.ndarray, nyu40: np.ndarray | None,
@@ -26,6 +67,36 @@ def write_scannet_scene(root: Path, scene: str, xyz: np.ndarray, rgb: np.ndarray
     write_ply(folder / f"{scene}_vh_clean_2.ply", fields)
     if nyu40 is not None:
         write_ply(folder / f"{scene}_vh_clean_2.labels.ply", {**fields, "label": nyu40.astype(np.uint16)})
+
+
+PLY_CLASSES = ["floor", "wall", "box"]
+
+
+def write_labelled_plys(root: Path, count: int = 6, points: int = 1200, seed: int = 0,
+                        label_property: str = "class_id", unlabelled: int = 99) -> list[str]:
+    """A user's folder of small labelled scans (``ply-folder``): floor, two walls and a box per scene, in cm with z
+    up, classes 0..2 (:data:`PLY_CLASSES`) in ``label_property`` and 5% of the points ``unlabelled``. Returns the
+    file names (some in a subfolder, as users keep them)."""
+    rng = np.random.default_rng(seed)
+    names = []
+    for index in range(count):
+        n = points // 4
+        floor = np.c_[rng.uniform(0, 400, (n, 2)), rng.normal(0, 0.5, n)]
+        wall = np.c_[rng.normal(0, 0.5, n), rng.uniform(0, 400, n), rng.uniform(0, 250, n)]
+        wall2 = np.c_[rng.uniform(0, 400, n), rng.normal(400, 0.5, n), rng.uniform(0, 250, n)]
+        corner = rng.uniform(80, 250, 2)
+        box = np.c_[corner + rng.uniform(0, 70, (n, 2)), rng.uniform(0, 80, n)]
+        xyz = np.concatenate([floor, wall, wall2, box]).astype(np.float32)
+        labels = np.repeat(np.array([0, 1, 1, 2]), n)
+        labels[rng.random(len(labels)) < 0.05] = unlabelled
+        base = np.array([[120, 110, 100], [200, 200, 195], [200, 200, 195], [150, 100, 60]])[np.repeat(np.arange(4), n)]
+        rgb = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+        name = f"scan_{index:02d}.ply" if index % 2 == 0 else f"site_b/scan_{index:02d}.ply"
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        write_ply(root / name, {"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2], "red": rgb[:, 0],
+                                "green": rgb[:, 1], "blue": rgb[:, 2], label_property: labels.astype(np.int32)})
+        names.append(name)
+    return names
 
 
 def random_scene(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:

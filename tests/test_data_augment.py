@@ -9,8 +9,8 @@ import pytest
 
 from minkseg.data.augment import (ChromaticAutoContrast, ChromaticJitter, ChromaticTranslation, ElasticDistortion,
                                   RandomDropout, RandomHorizontalFlip, normalize_color, training_transforms)
-from minkseg.data.registry import get_spec
 from minkseg.data.quantize import Voxelizer
+from minkseg.datasets import build_dataset
 
 
 def _cloud(n=2000, seed=0):
@@ -111,7 +111,7 @@ def test_training_pipeline_order_and_probabilities():
 
 
 def test_voxelizer_rotation_and_scale_stay_in_the_scannet_bounds():
-    spec = get_spec("scannet")
+    spec = build_dataset("scannet")
     vox = Voxelizer(0.05, rotation_bound=spec.rotation_bound, scale_bound=spec.scale_bound)
     for seed in range(50):
         linear = vox.sample_linear(np.random.default_rng(seed)) * 0.05

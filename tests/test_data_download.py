@@ -10,9 +10,8 @@ import pytest
 
 from minkseg.data.download import download, sidecar_path, verify_file
 from minkseg.errors import DataError
-from minkseg.data.extract import safe_extract
-from minkseg.data.prepare import extract_archive, prepare_raw
-from tests.data_fixtures import serve_bytes, tar_bytes, tar_file, tar_link, url_of
+from minkseg.data.extract import extract_archive, safe_extract
+from tests.data_fixtures import fetch_raw, serve_bytes, tar_bytes, tar_file, tar_link, url_of
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 
@@ -145,7 +144,6 @@ def test_synthia4d_stage_downloads_and_extracts_when_frames_are_missing(tmp_path
     payload = tar_bytes([tar_file("SYNTHIA-SEQS-01-DAWN.tar.bz2", inner)])
     with serve_bytes(payload, cut_after=700, cut_times=1) as server:
         with pytest.raises(DataError, match="lacks .* frames of the split lists"):
-            prepare_raw("synthia4d", tmp_path / "raw", urls=[url_of(server)], splits=("val",), retries=2,
-                        progress=False)
+            fetch_raw("synthia4d", tmp_path / "raw", urls=[url_of(server)], splits=("val",), retries=2)
     assert (tmp_path / "raw/SYNTHIA-SEQS-01-DAWN/point_clouds/000000.ply").read_bytes() == b"ply"
     assert json.loads((tmp_path / "raw/Synthia4D.tar.json").read_text())["size"] == len(payload)

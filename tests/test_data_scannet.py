@@ -9,10 +9,9 @@ import pytest
 
 from minkseg.errors import DataError
 from minkseg.data.preprocess import load_manifest, preprocess
-from minkseg.data.registry import SCANNET_VALID_NYU40, get_spec
-from minkseg.data.scannet import check_scannet_root, nyu40_class_names, nyu40_to_class
 from minkseg.data.scenefile import load_scene
-from minkseg.data.splits import split_entries
+from minkseg.datasets import build_dataset
+from minkseg.datasets.scannet import SCANNET_VALID_NYU40, check_scannet_root, nyu40_class_names, nyu40_to_class
 from tests.data_fixtures import random_scene, write_scannet_scene
 
 
@@ -27,26 +26,28 @@ def test_nyu40_to_20_classes():
 
 
 def test_shipped_official_splits():
-    spec = get_spec("scannet")
-    counts = {s: len(split_entries(spec, s)) for s in ("train", "val", "test")}
+    spec = build_dataset("scannet")
+    counts = {s: len(spec.split_entries(s)) for s in ("train", "val", "test")}
     assert counts == {"train": 1201, "val": 312, "test": 100}
-    train, val = set(split_entries(spec, "train")), set(split_entries(spec, "val"))
+    train, val = set(spec.split_entries("train")), set(spec.split_entries("val"))
     assert not train & val
 
 
 def test_unknown_dataset_and_split_errors_list_valid_names():
-    with pytest.raises(DataError, match="synthetic-scannet, scannet, synthia4d, synthetic-synthia4d"):
-        get_spec("scanet")
+    """The registry is the one list of names: an unknown one is refused with every registered name."""
+    with pytest.raises(DataError, match="did you mean scannet.*ply-folder, scannet, synthetic-scannet, "
+                                        "synthetic-synthia4d, synthia4d"):
+        build_dataset("scanet")
     with pytest.raises(DataError, match="train, val, test"):
-        split_entries(get_spec("scannet"), "training")
+        build_dataset("scannet").split_entries("training")
 
 
 def test_check_of_a_local_scannet_copy_says_what_is_missing(tmp_path):
-    spec = get_spec("scannet")
+    spec = build_dataset("scannet")
     with pytest.raises(DataError, match="does not exist.*download-scannet"):
         check_scannet_root(spec, tmp_path / "nowhere", ["train"])
     rng = np.random.default_rng(0)
-    first = split_entries(spec, "val")[0]
+    first = spec.split_entries("val")[0]
     xyz, rgb = random_scene(rng, 10)
     write_scannet_scene(tmp_path, first, xyz, rgb, np.ones(10))
     with pytest.raises(DataError) as info:
@@ -74,7 +75,7 @@ def test_preprocess_round_trip_with_class_mapping(tmp_path, caplog):
     scenes = {"train": ["scene0000_00", "scene0001_00"], "val": ["scene0002_00"], "test": ["scene0003_00"]}
     truth = _write_synthetic_layout(tmp_path / "raw", scenes, rng)
     with caplog.at_level(logging.WARNING):
-        manifest = preprocess("synthetic-scannet", tmp_path / "raw", tmp_path / "pre",
+        manifest = preprocess(build_dataset("synthetic-scannet"), tmp_path / "raw", tmp_path / "pre",
                               splits=("train", "val", "test"), workers=2, progress=False)
     assert "beyond nyu40" in caplog.text  # id 50 is ignored with a warning
     assert [r["name"] for r in manifest["splits"]["train"]] == scenes["train"]
@@ -98,12 +99,14 @@ def test_failing_scene_is_named_and_previous_output_kept(tmp_path):
     rng = np.random.default_rng(2)
     scenes = {"train": ["scene0000_00", "scene0001_00"], "val": ["scene0002_00"]}
     _write_synthetic_layout(tmp_path / "raw", scenes, rng)
-    preprocess("synthetic-scannet", tmp_path / "raw", tmp_path / "pre", progress=False)
+    preprocess(build_dataset("synthetic-scannet"), tmp_path / "raw", tmp_path / "pre", progress=False,
+               splits=("train", "val"))
     before = {p.relative_to(tmp_path / "pre"): p.read_bytes() for p in (tmp_path / "pre").rglob("*") if p.is_file()}
     broken = tmp_path / "raw/scans/scene0001_00/scene0001_00_vh_clean_2.labels.ply"
     broken.write_bytes(broken.read_bytes()[:-10])
     with pytest.raises(DataError, match=r"preprocess failed for 1 of 3 scenes \(train/scene0001_00\).*truncated"):
-        preprocess("synthetic-scannet", tmp_path / "raw", tmp_path / "pre", workers=2, progress=False)
+        preprocess(build_dataset("synthetic-scannet"), tmp_path / "raw", tmp_path / "pre", workers=2, progress=False,
+                   splits=("train", "val"))
     after = {p.relative_to(tmp_path / "pre"): p.read_bytes() for p in (tmp_path / "pre").rglob("*") if p.is_file()}
     assert after == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pre", "raw"]  # no staging directory left
@@ -116,10 +119,12 @@ def test_label_file_must_match_the_mesh(tmp_path):
     xyz, rgb = random_scene(rng, 200)
     write_scannet_scene(tmp_path / "raw", "scene0001_00", xyz, rgb, None)  # mesh replaced, labels are stale
     with pytest.raises(DataError, match="vertex positions differ"):
-        preprocess("synthetic-scannet", tmp_path / "raw", tmp_path / "pre", progress=False)
+        preprocess(build_dataset("synthetic-scannet"), tmp_path / "raw", tmp_path / "pre", progress=False,
+                   splits=("train", "val"))
     (tmp_path / "raw/scans/scene0000_00/scene0000_00_vh_clean_2.ply").unlink()
     with pytest.raises(DataError, match=r"scannetv2_train.txt names 1 scene\(s\) whose files are missing"):
-        preprocess("synthetic-scannet", tmp_path / "raw", tmp_path / "pre", progress=False)
+        preprocess(build_dataset("synthetic-scannet"), tmp_path / "raw", tmp_path / "pre", progress=False,
+                   splits=("train", "val"))
 
 
 def test_corrupt_scene_file_is_reported(tmp_path):

@@ -7,17 +7,15 @@ import json
 import numpy as np
 import pytest
 
-from minkseg.data import get_spec
-from minkseg.data.quantize import VoxelParams
-from minkseg.data.datasets import TrainDataset
 from minkseg.errors import DataError
 from minkseg.data.ply import read_ply
-from minkseg.data.prepare import prepare_raw
 from minkseg.data.preprocess import preprocess
-from minkseg.data.registry import SYNTHETIC_SCANNET_CLASSES
-from minkseg.data.scannet import nyu40_to_class
-from minkseg.data.synthetic_scannet import SyntheticScanNetConfig, generate_room
-from minkseg.data.synthia4d import read_synthia_frame
+from minkseg.datasets import build_dataset
+from minkseg.datasets.generators.rooms import SyntheticScanNetConfig, generate_room
+from minkseg.datasets.scannet import nyu40_to_class
+from minkseg.datasets.synthetic_scannet import SYNTHETIC_SCANNET_CLASSES
+from minkseg.datasets.synthia4d import read_synthia_frame
+from tests.data_fixtures import fetch_raw, train_set
 
 TINY = dict(num_train=3, num_val=2, num_test=1, points_per_scene=3000)
 
@@ -27,11 +25,11 @@ def _tree(root):
 
 
 def test_synthetic_scannet_layout_and_determinism(tmp_path):
-    report = prepare_raw("synthetic-scannet", tmp_path / "a", synthetic=TINY, seed=3, workers=2, progress=False)
+    report = fetch_raw("synthetic-scannet", tmp_path / "a", synthetic=TINY, seed=3, workers=2)
     assert report.scenes == {"train": 3, "val": 2, "test": 1}
-    again = prepare_raw("synthetic-scannet", tmp_path / "b", synthetic=TINY, seed=3, progress=False)
+    again = fetch_raw("synthetic-scannet", tmp_path / "b", synthetic=TINY, seed=3)
     assert _tree(tmp_path / "a") == _tree(tmp_path / "b")  # same seed, same bytes (workers do not matter)
-    other = prepare_raw("synthetic-scannet", tmp_path / "c", synthetic=TINY, seed=4, progress=False)
+    other = fetch_raw("synthetic-scannet", tmp_path / "c", synthetic=TINY, seed=4)
     assert _tree(tmp_path / "a") != _tree(tmp_path / "c")
     del again, other
     root = tmp_path / "a"
@@ -44,9 +42,9 @@ def test_synthetic_scannet_layout_and_determinism(tmp_path):
     assert (root / "scans_test/scene0005_00/scene0005_00_vh_clean_2.ply").is_file()
     assert not (root / "scans_test/scene0005_00/scene0005_00_vh_clean_2.labels.ply").exists()
     with pytest.raises(DataError, match="unknown size option.*points_per_scene"):
-        prepare_raw("synthetic-scannet", tmp_path / "d", synthetic={"train_scenes": 3}, progress=False)
+        fetch_raw("synthetic-scannet", tmp_path / "d", synthetic={"train_scenes": 3})
     with pytest.raises(DataError, match="points_per_scene >= 1000"):
-        prepare_raw("synthetic-scannet", tmp_path / "d", synthetic={"points_per_scene": 10}, progress=False)
+        fetch_raw("synthetic-scannet", tmp_path / "d", synthetic={"points_per_scene": 10})
 
 
 def _rooms(config, indices):
@@ -101,7 +99,7 @@ def test_colour_only_and_height_only_classifiers_score_far_below_085():
 
 def test_synthetic_synthia4d_goes_through_tar_bz2_extraction(tmp_path):
     options = dict(num_train=6, num_val=3, num_test=3, frames_per_sequence=3, points_per_scene=400)
-    report = prepare_raw("synthetic-synthia4d", tmp_path / "raw", synthetic=options, seed=1, progress=False)
+    report = fetch_raw("synthetic-synthia4d", tmp_path / "raw", synthetic=options, seed=1)
     raw = tmp_path / "raw"
     assert report.scenes == {"train": 6, "val": 3, "test": 3}
     record = json.loads((raw / "Synthia4D.tar.json").read_text())
@@ -117,9 +115,9 @@ def test_synthetic_synthia4d_goes_through_tar_bz2_extraction(tmp_path):
     for scene in road:
         heights = scene.coords[scene.extra["raw_label"] == 3, 1]
         assert len(heights) and np.abs(heights).max() < 0.01
-    preprocess("synthetic-synthia4d", raw, tmp_path / "pre", splits=("train",), progress=False)
-    sample = TrainDataset(tmp_path / "pre", "train", VoxelParams(get_spec("synthetic-synthia4d").voxel_size,
-                                                                temporal_numseq=3, temporal_dilation=1))[(0, 0)]
+    preprocess(build_dataset("synthetic-synthia4d"), raw, tmp_path / "pre", splits=("train",), progress=False)
+    sample = train_set(tmp_path / "pre", "synthetic-synthia4d", voxel_size=0.15, temporal_numseq=3,
+                       temporal_dilation=1)[(0, 0)]
     assert sample["coordinates"].shape[1] == 4 and sample["frames"] == [0, 1, 2]
-    prepare_raw("synthetic-synthia4d", tmp_path / "raw", synthetic=options, seed=1, progress=False)  # re-run
+    fetch_raw("synthetic-synthia4d", tmp_path / "raw", synthetic=options, seed=1)  # re-run
     assert len(list(raw.glob("SYNTHIA-SEQS-01-DAWN/point_clouds/*.ply"))) == 3

@@ -7,23 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from minkseg.data import get_spec
 from minkseg.data.collate import collate
-from minkseg.data.datasets import EvalDataset, TrainDataset
-from minkseg.data.preprocess import preprocess
-from minkseg.data.quantize import VoxelParams
-from minkseg.data.registry import SYNTHIA_CLASS_NAMES
-from minkseg.data.samples import temporal_windows
-from minkseg.data.synthetic_synthia4d import extrinsics_for
 from minkseg.errors import DataError
-from minkseg.data.synthia4d import (camera_to_world, parse_frame_path, raw_to_class, read_synthia_frame,
-                                    world_to_camera)
-from tests.data_fixtures import write_synthia_frame
-
-
-def synthia_voxel(**fields) -> VoxelParams:
-    """The synthetic Synthia4D dataset's own voxel size, with the given window (and clip box)."""
-    return VoxelParams(get_spec("synthetic-synthia4d").voxel_size, **fields)
+from minkseg.data.preprocess import preprocess
+from minkseg.datasets import build_dataset
+from minkseg.datasets.generators.streets import extrinsics_for
+from minkseg.datasets.synthia4d import (CLASS_NAMES as SYNTHIA_CLASS_NAMES, camera_to_world, parse_frame_path,
+                                        raw_to_class, read_synthia_frame, temporal_windows, world_to_camera)
+from tests.data_fixtures import eval_set, train_set, write_synthia_frame
 
 
 def test_raw_labels_map_to_12_classes():
@@ -103,16 +94,16 @@ def _write_sequences(root, rng, frames_per_seq=6, n=300):
 def test_4d_samples_have_four_columns_and_the_right_frames(tmp_path):
     rng = np.random.default_rng(2)
     _write_sequences(tmp_path / "raw", rng)
-    manifest = preprocess("synthetic-synthia4d", tmp_path / "raw", tmp_path / "pre",
+    manifest = preprocess(build_dataset("synthetic-synthia4d"), tmp_path / "raw", tmp_path / "pre",
                           splits=("train", "val", "test"), progress=False)
     assert [r["frame"] for r in manifest["splits"]["val"]] == [0, 10, 20, 30, 40, 50]
-    train = TrainDataset(tmp_path / "pre", "train", synthia_voxel(temporal_numseq=3, temporal_dilation=2))
+    train = train_set(tmp_path / "pre", "synthetic-synthia4d", voxel_size=0.15, temporal_numseq=3, temporal_dilation=2)
     assert len(train) == 2 and train.dimension == 4
     sample = train[(1, 5)]
     assert sample["coordinates"].shape[1] == 4 and sample["frames"] == [10, 30, 50]
     assert set(np.unique(sample["coordinates"][:, 3]).tolist()) <= {0, 1, 2}
     assert sample["features"].dtype == np.float32 and sample["labels"].dtype == np.int64
-    ev = EvalDataset(tmp_path / "pre", "val", synthia_voxel(temporal_numseq=2, temporal_dilation=1))
+    ev = eval_set(tmp_path / "pre", "synthetic-synthia4d", voxel_size=0.15, temporal_numseq=2, temporal_dilation=1)
     assert len(ev) == 5
     e = ev[3]
     assert e["frames"] == [30, 40] and e["name"] == "SYNTHIA-SEQS-02-FOG/000030+40"
@@ -124,10 +115,10 @@ def test_4d_samples_have_four_columns_and_the_right_frames(tmp_path):
     batch = collate([train[(0, 1)], train[(1, 2)]])
     assert batch["coordinates"].shape[1] == 5 and set(batch["coordinates"][:, 0].tolist()) == {0, 1}
     # a single frame per sample is the paper's 3D baseline: three columns
-    single = TrainDataset(tmp_path / "pre", "train", synthia_voxel(temporal_numseq=1))
+    single = train_set(tmp_path / "pre", "synthetic-synthia4d", voxel_size=0.15, temporal_numseq=1)
     assert single[(0, 0)]["coordinates"].shape[1] == 3
     with pytest.raises(DataError, match="temporal_numseq"):
-        TrainDataset(tmp_path / "pre", "train", synthia_voxel(temporal_numseq=3, temporal_dilation=3))
+        train_set(tmp_path / "pre", "synthetic-synthia4d", voxel_size=0.15, temporal_numseq=3, temporal_dilation=3)
 
 
 def test_4d_augmentation_shares_one_rotation_across_frames(tmp_path):
@@ -140,9 +131,9 @@ def test_4d_augmentation_shares_one_rotation_across_frames(tmp_path):
     entries = [write_synthia_frame(root, "SYNTHIA-SEQS-01-DAWN", f, xyz, rgb, lab) for f in range(3)]
     for name in ("train_cvpr19.txt", "val_cvpr19.txt", "test_cvpr19.txt"):
         (root / name).write_text("\n".join(entries) + "\n")
-    preprocess("synthetic-synthia4d", root, tmp_path / "pre", splits=("train",), progress=False)
-    train = TrainDataset(tmp_path / "pre", "train",
-                         synthia_voxel(temporal_numseq=3, temporal_dilation=1, clip_bound=None))
+    preprocess(build_dataset("synthetic-synthia4d"), root, tmp_path / "pre", splits=("train",), progress=False)
+    train = train_set(tmp_path / "pre", "synthetic-synthia4d", voxel_size=0.15, temporal_numseq=3, temporal_dilation=1,
+                      clip_bound=None)
     for seed in range(3):
         coords = train[(0, seed)]["coordinates"]
         slices = [coords[coords[:, 3] == t, :3] for t in np.unique(coords[:, 3])]

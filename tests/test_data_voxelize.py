@@ -8,16 +8,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minkseg.data import get_spec
 from minkseg.data.collate import Collate, collate
-from minkseg.data.datasets import EvalDataset, TrainDataset, VoxelizedDataset
+from minkseg.data.datasets import VoxelizedDataset
+from minkseg.errors import DataError
 from minkseg.data.preprocess import preprocess
 from minkseg.data.quantize import VoxelParams, Voxelizer, majority_labels
 from minkseg.data.voxelize import voxelize_split
-from minkseg.errors import DataError
-from tests.data_fixtures import random_scene, write_scannet_scene
+from minkseg.datasets import build_dataset
+from tests.data_fixtures import LOADER_PARAMS, eval_set, random_scene, train_set, write_scannet_scene
 
-SCANNET_VOXEL = VoxelParams(get_spec("synthetic-scannet").voxel_size)  # the dataset's own voxel size
 
 
 @settings(max_examples=40, deadline=None)
@@ -81,16 +80,21 @@ def _dataset(tmp_path, n_train=3, n_val=2, n=1500):
             xyz, rgb = random_scene(rng, n)
             write_scannet_scene(raw, scene, xyz, rgb, rng.choice([1, 2, 3, 5, 40], n))
         (raw / f"scannetv2_{split}.txt").write_text("\n".join(scenes) + "\n")
-    preprocess("synthetic-scannet", raw, tmp_path / "pre", progress=False)
+    preprocess(build_dataset("synthetic-scannet"), raw, tmp_path / "pre", splits=("train", "val"), progress=False)
     return tmp_path / "pre"
+
+
+# voxelize_split's settings as params.yaml gives them (voxel size 0.05: the former default of synthetic-scannet).
+_VOXELIZE = {key: value for key, value in LOADER_PARAMS.items() if key != "ignore_label"} | {"voxel_size": 0.05}
 
 
 def test_eval_files_equal_on_the_fly_eval_samples(tmp_path):
     pre = _dataset(tmp_path)
-    manifest = voxelize_split(pre, tmp_path / "vox", ("val",), VoxelParams(0.1), workers=2, progress=False)
+    manifest = voxelize_split(pre, tmp_path / "vox", ("val",), build_dataset("synthetic-scannet"),
+                              VoxelParams(**{**_VOXELIZE, "voxel_size": 0.1}), workers=2, progress=False)
     assert manifest["dimension"] == 3 and len(manifest["splits"]["val"]) == 2
-    on_the_fly = EvalDataset(pre, "val", VoxelParams(0.1))
-    stored = VoxelizedDataset(tmp_path / "vox", "val")
+    on_the_fly = eval_set(pre, "synthetic-scannet", voxel_size=0.1)
+    stored = VoxelizedDataset(tmp_path / "vox", "val", ignore_label=255)
     for i in range(2):
         a, b = on_the_fly[i], stored[i]
         for key in ("coordinates", "features", "labels", "inverse", "point_labels", "transform"):
@@ -98,25 +102,27 @@ def test_eval_files_equal_on_the_fly_eval_samples(tmp_path):
         assert a["name"] == b["name"] and a["sources"] == b["sources"]
         assert set(np.unique(a["point_labels"]).tolist()) == {0, 1, 2, 4, 255}  # nyu40 1,2,3,5 and 40 (ignored)
     with pytest.raises(DataError, match="was not voxelised"):
-        VoxelizedDataset(tmp_path / "vox", "test")
+        VoxelizedDataset(tmp_path / "vox", "test", ignore_label=255)
 
 
 def test_voxelize_failure_keeps_the_previous_output(tmp_path):
     pre = _dataset(tmp_path)
-    voxelize_split(pre, tmp_path / "vox", "val", SCANNET_VOXEL, progress=False)
+    voxelize_split(pre, tmp_path / "vox", "val", build_dataset("synthetic-scannet"), VoxelParams(**_VOXELIZE),
+                   progress=False)
     before = sorted(p.name for p in (tmp_path / "vox" / "val").iterdir())
     (pre / "val" / "scene0004_00.npz").write_bytes(b"garbage")
     with pytest.raises(DataError, match="scene0004_00"):
-        voxelize_split(pre, tmp_path / "vox", "val", SCANNET_VOXEL, progress=False)
+        voxelize_split(pre, tmp_path / "vox", "val", build_dataset("synthetic-scannet"), VoxelParams(**_VOXELIZE),
+                       progress=False)
     assert sorted(p.name for p in (tmp_path / "vox" / "val").iterdir()) == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 def test_eval_rotation_for_test_time_voting(tmp_path):
     pre = _dataset(tmp_path)
-    plain = EvalDataset(pre, "val", VoxelParams(0.1))[0]
-    full_turn = EvalDataset(pre, "val", VoxelParams(0.1), rotation_degrees=360.0)[0]
-    quarter = EvalDataset(pre, "val", VoxelParams(0.1), rotation_degrees=90.0, rotation_axis="z")[0]
+    plain = eval_set(pre, "synthetic-scannet", voxel_size=0.1)[0]
+    full_turn = eval_set(pre, "synthetic-scannet", voxel_size=0.1, rotation_degrees=360.0)[0]
+    quarter = eval_set(pre, "synthetic-scannet", voxel_size=0.1, rotation_degrees=90.0, rotation_axis="z")[0]
     assert len(full_turn["coordinates"]) == len(plain["coordinates"])
     # a quarter turn about z maps the voxel grid onto itself: (x, y) -> (-y, x), same occupancy
     assert len(quarter["coordinates"]) == len(plain["coordinates"])
@@ -126,7 +132,7 @@ def test_eval_rotation_for_test_time_voting(tmp_path):
 
 def test_training_samples_are_deterministic_per_seed(tmp_path):
     pre = _dataset(tmp_path)
-    ds = TrainDataset(pre, "train", VoxelParams(0.08))
+    ds = train_set(pre, "synthetic-scannet", voxel_size=0.08)
     a, b, c = ds[(1, 42)], ds[(1, 42)], ds[(1, 43)]
     for key in ("coordinates", "features", "labels"):
         np.testing.assert_array_equal(a[key], b[key])
@@ -137,13 +143,13 @@ def test_training_samples_are_deterministic_per_seed(tmp_path):
     np.testing.assert_array_equal(ds[1]["features"], d["features"])
     assert a["features"].min() >= -0.5 and a["features"].max() <= 0.5
     assert set(np.unique(a["labels"]).tolist()) <= {0, 1, 2, 4, 255}
-    plain = TrainDataset(pre, "train", VoxelParams(0.08), augment=False)
+    plain = train_set(pre, "synthetic-scannet", voxel_size=0.08, augment=False)
     np.testing.assert_array_equal(plain[(0, 1)]["coordinates"], plain[(0, 2)]["coordinates"])
 
 
 def test_dataloader_collate_and_point_limit(tmp_path):
     pre = _dataset(tmp_path)
-    ds = TrainDataset(pre, "train", VoxelParams(0.1))
+    ds = train_set(pre, "synthetic-scannet", voxel_size=0.1)
     loader = torch.utils.data.DataLoader(ds, batch_sampler=[[(0, 1), (1, 2), (2, 3)]], collate_fn=Collate(0),
                                          num_workers=1)
     batch = next(iter(loader))
@@ -158,7 +164,7 @@ def test_dataloader_collate_and_point_limit(tmp_path):
     limited = Collate(first + 1)(samples)
     assert limited["names"] == [samples[0]["name"]]
     assert len(Collate(1)(samples)["names"]) == 1  # an oversized first sample is still kept
-    ev = EvalDataset(pre, "val", VoxelParams(0.1))
+    ev = eval_set(pre, "synthetic-scannet", voxel_size=0.1)
     eb = collate([ev[0], ev[1]])
     assert [m.dtype for m in eb["inverse_maps"]] == [torch.int64, torch.int64]
     assert int(eb["inverse_maps"][1].max()) < eb["offsets"][2] - eb["offsets"][1]

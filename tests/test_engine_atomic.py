@@ -77,12 +77,3 @@ def test_directory_is_replaced_whole_or_not_at_all(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["voxelized"]  # no staging directory left behind
     assert [p.name for p in target.iterdir()] == ["a.npz"]
     np.testing.assert_array_equal(np.load(target / "a.npz")["x"], np.arange(3))
-
-
-def test_data_layer_import_path_is_only_a_reexport():
-    """minkseg.data.atomic stays importable for the datasets branch of issue #14, but defines nothing itself."""
-    import minkseg.atomic
-    import minkseg.data.atomic
-
-    for name in minkseg.data.atomic.__all__:
-        assert getattr(minkseg.data.atomic, name) is getattr(minkseg.atomic, name)

@@ -65,10 +65,3 @@ def test_every_error_is_a_minkseg_error_the_stages_print_as_one_line():
     assert str(errors.AtomicWriteError(28, "cannot write x: No space left on device")) == \
         "cannot write x: No space left on device"
     assert errors.CorruptArchiveError("a.tar: truncated", "unexpected end of data").detail == "unexpected end of data"
-
-
-def test_data_layer_import_path_is_only_a_reexport():
-    """minkseg.data.errors stays importable for the datasets branch of issue #14, but defines nothing itself."""
-    import minkseg.data.errors
-
-    assert minkseg.data.errors.DataError is errors.DataError and minkseg.data.errors.__all__ == ["DataError"]

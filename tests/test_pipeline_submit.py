@@ -10,7 +10,7 @@ import yaml
 
 from minkseg.config import params_from_dict
 from minkseg.data.ply import read_ply, read_ply_header
-from minkseg.data.registry import SCANNET_VALID_NYU40
+from minkseg.datasets.scannet import SCANNET_VALID_NYU40
 from minkseg.engine import EngineError, pipeline
 from minkseg.engine.predictor import Predictor
 from minkseg.engine.submission import ARCHIVE, encode_scene, validate_archive, write_archive

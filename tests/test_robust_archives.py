@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-import minkseg.data.splits
+import minkseg.datasets.base
 from tests.data_fixtures import serve_bytes, tar_bytes, tar_file, tar_link, url_of
 from tests.robust_workspace import error_line, leftovers, run_stage_here, snapshot, tiny_params, write_params
 
@@ -45,7 +45,7 @@ def workspace(tmp_path, monkeypatch) -> dict[str, Path]:
     meta.mkdir()
     for name in ("train_cvpr19.txt", "val_cvpr19.txt", "test_cvpr19.txt"):
         (meta / name).write_text(f"{FRAME} {FRAME[:-4]}_label.ply\n")
-    monkeypatch.setattr(minkseg.data.splits, "META_DIR", meta)
+    monkeypatch.setattr(minkseg.datasets.base, "META_DIR", meta)
     outside = tmp_path / "sandbox"  # every escape attempt aims here (the parent of the dataset folder)
     root = outside / "Synthia"
     repo = tmp_path / "repo"

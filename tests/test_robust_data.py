@@ -306,14 +306,13 @@ def test_split_list_naming_scenes_that_do_not_exist(root, capsys, monkeypatch):
 
 
 def test_scannet_root_missing_scenes_of_the_official_split(tmp_path, capsys, monkeypatch):
-    from minkseg.data.registry import get_spec
-    from minkseg.data.splits import split_entries
+    from minkseg.datasets import build_dataset
     from tests.robust_workspace import tiny_params, write_params
 
     scannet = tmp_path / "ScanNet"  # a partial copy: two scenes of the official train split
     source = tmp_path / "ws"
     source.mkdir()
-    first, second = split_entries(get_spec("scannet"), "train")[:2]
+    first, second = build_dataset("scannet").split_entries("train")[:2]
     for scene in (first, second):
         folder = scannet / "scans" / scene
         folder.mkdir(parents=True)

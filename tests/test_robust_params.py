@@ -14,18 +14,18 @@ from tests.robust_workspace import (copy_workspace, error_line, leftovers, run_s
 
 
 @pytest.mark.parametrize("edit, message", [
-    ({"base__dataset": "kitti"}, "bad.yaml: base.dataset: must be one of 'synthetic-scannet', 'scannet', "
-                                 "'synthia4d' or 'synthetic-synthia4d' (got 'kitti')"),
+    ({"base__dataset": "kitti"}, "bad.yaml: base.dataset: must be one of the registered datasets: ply-folder, "
+                                 "scannet, synthetic-scannet, synthetic-synthia4d, synthia4d (got 'kitti')"),
     ({"train__model": "Res16UNet14Z"}, "bad.yaml: train.model: unknown network 'Res16UNet14Z'; did you mean "),
     ({"train__model": "PointNet"}, "bad.yaml: train.model: unknown network 'PointNet'; e.g. Res16UNet14A"),
     ({"voxelize__voxel_size": 0}, "bad.yaml: voxelize.voxel_size: must be > 0 (got 0)"),
     ({"voxelize__voxel_size": -0.02}, "bad.yaml: voxelize.voxel_size: must be > 0 (got -0.02)"),
     ({"voxelize__voxel_size": 1e-9}, "bad.yaml: voxelize.voxel_size: must be between 0.001 and 10 for "
-                                     "synthetic-scannet, whose coordinates are in metres (its usual size: 0.05) "
+                                     "synthetic-scannet, whose coordinates are in metres "
                                      "(got 1e-09)"),
     ({"voxelize__voxel_size": 6}, None),  # 6 m voxels: coarse, but not a unit mix-up
     ({"voxelize__voxel_size": 60}, "bad.yaml: voxelize.voxel_size: must be between 0.001 and 10 for "
-                                   "synthetic-scannet, whose coordinates are in metres (its usual size: 0.05) "
+                                   "synthetic-scannet, whose coordinates are in metres "
                                    "(got 60"),
     ({"train__batch_size": 0}, "bad.yaml: train.batch_size: must be > 0 (got 0)"),
     ({"train__lr": "0.1x"}, "bad.yaml: train.lr: must be a number (got '0.1x')"),

@@ -8,7 +8,7 @@ Every sample is a dict::
 
     coordinates  int32 [M, D]   voxel coordinates (D = 3, or 4 with the frame position 0..T-1 last), no batch column
     features     float32 [M, 3] rgb / 255 - 0.5
-    labels       int64 [M]      voxel labels, ignore_label (255) where unlabelled or conflicting
+    labels       int64 [M]      voxel labels, the caller's ignore_label where unlabelled or conflicting
     name         str
     inverse      int64 [N]      eval only: voxel of every original point (-1: outside the clip box)
     point_labels int64 [N]      eval only: label of every original point
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -35,8 +35,11 @@ from minkseg.data.augment import ElasticDistortion, normalize_color, training_tr
 from minkseg.errors import DataError
 from minkseg.data.evalfile import load_voxelized_manifest, load_voxelized_sample
 from minkseg.data.samples import SceneSamples
-from minkseg.data.scenefile import Scene
 from minkseg.data.quantize import DATASET_BOUND, VoxelParams, Voxelizer, axis_rotation
+from minkseg.data.scenefile import STORED_IGNORE, Scene, with_ignore_label
+
+if TYPE_CHECKING:  # the caller passes the dataset object; data/ does not import the datasets above it
+    from minkseg.datasets.base import SegmentationDataset
 
 
 def _frames(scenes: Sequence[Scene]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]]:
@@ -51,12 +54,17 @@ def _key(key: Any) -> tuple[int, np.random.Generator]:
 
 
 class _VoxelDataset(Dataset):
-    def __init__(self, preprocessed_dir: str | os.PathLike, split: str, voxel: VoxelParams, *,
-                 augment: bool) -> None:
-        self.samples = SceneSamples(preprocessed_dir, split, voxel.temporal_numseq, voxel.temporal_dilation)
-        self.spec = self.samples.spec
+    """Samples of one split of a preprocessed dataset. Labels leave as int64 with ``voxel.ignore_label`` for
+    unannotated points (the files store :data:`~minkseg.data.scenefile.STORED_IGNORE`, mapped on the way out)."""
+
+    def __init__(self, preprocessed_dir: str | os.PathLike, split: str, dataset: "SegmentationDataset",
+                 voxel: VoxelParams, *, augment: bool) -> None:
+        self.samples = SceneSamples(preprocessed_dir, split, dataset, temporal_numseq=voxel.temporal_numseq,
+                                    temporal_dilation=voxel.temporal_dilation)
+        self.spec = dataset
         self.split = split
         self.voxel = voxel
+        self.ignore_label = int(voxel.ignore_label)
         self.voxel_size = voxel.voxel_size
         clip_bound = voxel.clip_bound
         if clip_bound == DATASET_BOUND:
@@ -66,7 +74,7 @@ class _VoxelDataset(Dataset):
             rotation_bound=self.spec.rotation_bound if augment else None,
             scale_bound=self.spec.scale_bound if augment else None,
             translation_ratio_bound=self.spec.translation_ratio_bound if augment else None,
-            ignore_label=voxel.ignore_label, label_mode=voxel.label_mode)
+            ignore_label=STORED_IGNORE, label_mode=voxel.label_mode)
 
     @property
     def dimension(self) -> int:
@@ -94,10 +102,10 @@ class _VoxelDataset(Dataset):
 class TrainDataset(_VoxelDataset):
     """Augmented, voxelised training samples from the preprocessed scenes (see module docstring)."""
 
-    def __init__(self, preprocessed_dir: str | os.PathLike, split: str, voxel: VoxelParams, *,
-                 augment: bool = True, elastic: bool = True, color_trans_ratio: float = 0.1,
+    def __init__(self, preprocessed_dir: str | os.PathLike, split: str, dataset: "SegmentationDataset",
+                 voxel: VoxelParams, *, augment: bool, elastic: bool = True, color_trans_ratio: float = 0.1,
                  color_jitter_std: float = 0.05) -> None:
-        super().__init__(preprocessed_dir, split, voxel, augment=augment)
+        super().__init__(preprocessed_dir, split, dataset, voxel, augment=augment)
         self.augment = augment
         self.elastic = ElasticDistortion(self.spec.elastic_params) if (augment and elastic and
                                                                         self.spec.elastic_params) else None
@@ -117,7 +125,7 @@ class TrainDataset(_VoxelDataset):
             coords, feats, labels = self.post(coords, feats, labels, rng)
         sample = self._base(index)
         sample.update(coordinates=np.ascontiguousarray(coords, dtype=np.int32),
-                      features=normalize_color(feats), labels=labels.astype(np.int64))
+                      features=normalize_color(feats), labels=with_ignore_label(labels, self.ignore_label))
         return sample
 
     def _warp(self, xyz: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -143,9 +151,9 @@ def evaluation_view(voxelizer: Voxelizer, frames: Sequence[tuple[np.ndarray, np.
 class EvalDataset(_VoxelDataset):
     """Deterministic voxelised samples with inverse maps and point labels, optionally rotated (test-time voting)."""
 
-    def __init__(self, preprocessed_dir: str | os.PathLike, split: str, voxel: VoxelParams, *,
-                 rotation_degrees: float = 0.0, rotation_axis: str | int | None = None) -> None:
-        super().__init__(preprocessed_dir, split, voxel, augment=False)
+    def __init__(self, preprocessed_dir: str | os.PathLike, split: str, dataset: "SegmentationDataset",
+                 voxel: VoxelParams, *, rotation_degrees: float = 0.0, rotation_axis: str | int | None = None) -> None:
+        super().__init__(preprocessed_dir, split, dataset, voxel, augment=False)
         axis = self.spec.up_axis if rotation_axis is None else rotation_axis
         self.rotation = axis_rotation(axis, np.deg2rad(rotation_degrees)) if rotation_degrees else None
 
@@ -155,7 +163,8 @@ class EvalDataset(_VoxelDataset):
         sample = self._base(index)
         sample.update(evaluation_view(self.voxelizer, _frames(scenes), temporal=self.samples.temporal,
                                       rotation=self.rotation))
-        sample["point_labels"] = np.concatenate([s.labels for s in scenes]).astype(np.int64)
+        sample["labels"] = with_ignore_label(sample["labels"], self.ignore_label)
+        sample["point_labels"] = with_ignore_label(np.concatenate([s.labels for s in scenes]), self.ignore_label)
         if self.samples.temporal:
             sample["point_frames"] = np.concatenate([np.full(s.num_points, t, dtype=np.int64)
                                                      for t, s in enumerate(scenes)])
@@ -165,8 +174,9 @@ class EvalDataset(_VoxelDataset):
 class VoxelizedDataset(Dataset):
     """Evaluation samples read from the voxelize stage's files (format: :mod:`minkseg.data.evalfile`)."""
 
-    def __init__(self, voxelized_dir: str | os.PathLike, split: str = "val") -> None:
+    def __init__(self, voxelized_dir: str | os.PathLike, split: str, *, ignore_label: int) -> None:
         self.root = Path(voxelized_dir)
+        self.ignore_label = int(ignore_label)
         manifest = load_voxelized_manifest(self.root)
         if split not in manifest["splits"]:
             raise DataError(f"{self.root}: split {split!r} was not voxelised (have {list(manifest['splits'])}); add "
@@ -184,4 +194,7 @@ class VoxelizedDataset(Dataset):
 
     def __getitem__(self, key: Any) -> dict[str, Any]:
         index = key[0] if isinstance(key, (tuple, list)) else int(key)
-        return load_voxelized_sample(self.root / self.records[index]["file"])
+        sample = load_voxelized_sample(self.root / self.records[index]["file"])
+        for name in ("labels", "point_labels"):
+            sample[name] = with_ignore_label(sample[name], self.ignore_label)
+        return sample

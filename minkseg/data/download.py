@@ -19,6 +19,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from urllib.parse import urlparse
 from pathlib import Path
 from typing import Any
 
@@ -188,3 +189,22 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, re
     record = {"file": dest.name, "url": url, "size": dest.stat().st_size, "sha256": actual}
     atomic_write_json(sidecar_path(dest), record)
     return record
+
+
+def split_checksum(entry: str) -> tuple[str, str | None]:
+    """``https://host/a.tar#sha256=<hex>`` -> (URL, expected sha256): a pinned checksum travels with its URL in
+    ``download.synthia_urls``, so a server that returns other bytes (the right size or not) is refused."""
+    url, _, fragment = entry.partition("#")
+    if not fragment:
+        return url, None
+    key, _, value = fragment.partition("=")
+    if key != "sha256" or not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+        raise DataError(f"download.synthia_urls: {entry!r}: the part after '#' must be sha256=<64 hex digits>")
+    return url, value.lower()
+
+
+def archive_name(url: str) -> str:
+    name = Path(urlparse(url).path).name
+    if not name.endswith((".tar", ".tar.bz2", ".tbz2", ".tar.gz", ".tgz")):
+        raise DataError(f"archive URL {url!r} does not end in .tar/.tar.bz2/.tar.gz; give the archive's URL")
+    return name

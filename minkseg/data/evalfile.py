@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from minkseg.atomic import save_npz_atomic
+from minkseg.data.scenefile import STORED_IGNORE
 from minkseg.errors import DataError
 
 FORMAT_VERSION = 1
@@ -45,6 +46,10 @@ REQUIRED = ("coordinates", "features", "labels", "inverse", "point_labels", "nam
 
 def save_voxelized_sample(path: str | os.PathLike, sample: dict[str, Any], transform: np.ndarray,
                           voxel_size: float) -> None:
+    for key in ("labels", "point_labels"):  # stored form: 0..C-1 and STORED_IGNORE, as the voxelize stage makes
+        values = np.asarray(sample[key])
+        if values.size and (values.min() < 0 or values.max() > STORED_IGNORE):
+            raise ValueError(f"{key} must be stored labels (0..{STORED_IGNORE}), got {values.min()}..{values.max()}")
     arrays = {
         "coordinates": np.ascontiguousarray(sample["coordinates"], dtype=np.int32),
         "features": np.ascontiguousarray(sample["features"], dtype=np.float32),

@@ -9,6 +9,8 @@ rejected or truncated archive leaves the target as it was.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import posixpath
 import re
@@ -18,7 +20,14 @@ import tempfile
 from pathlib import Path
 
 from minkseg.atomic import remove_stale_temporaries, temporary_prefix
+from minkseg.atomic import atomic_write_json
+from minkseg.data.download import sidecar_path
 from minkseg.errors import CorruptArchiveError, DataError
+
+log = logging.getLogger(__name__)
+# Lists the archives (by sha256) already extracted into a folder, so a re-run does not unpack tens of gigabytes
+# again while a changed archive is extracted afresh.
+EXTRACTED_MARKER = ".minkseg-extracted.json"
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 COPY_CHUNK = 1 << 20
@@ -154,3 +163,39 @@ def safe_extract(archive: str | os.PathLike, target_dir: str | os.PathLike) -> l
         shutil.rmtree(staging, ignore_errors=True)
     return names
 
+
+def _extracted(raw_dir: Path) -> dict[str, str]:
+    try:
+        return json.loads((raw_dir / EXTRACTED_MARKER).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def extract_archive(archive: str | os.PathLike, raw_dir: str | os.PathLike, sha256: str,
+                    remove_inner: bool = True) -> list[str]:
+    """Safely extract ``archive`` into ``raw_dir`` and then every ``*.tar.bz2`` it contained (in place, next to
+    where it was); skipped when an archive with this sha256 was already extracted there."""
+    archive, raw_dir = Path(archive), Path(raw_dir)
+    done = _extracted(raw_dir)
+    if done.get(archive.name) == sha256:
+        log.info("%s already extracted into %s", archive.name, raw_dir)
+        return []
+    names = safe_extract(archive, raw_dir)
+    inner = [n for n in names if n.endswith(".tar.bz2")]
+    for name in inner:
+        path = raw_dir / name
+        try:
+            safe_extract(path, path.parent)
+        except DataError as exc:
+            # The inner file is our own copy out of the archive: remove it (a re-run extracts it again) and name
+            # the file the user can act on -- the downloaded archive.
+            path.unlink(missing_ok=True)
+            fix = f"delete {archive} and {sidecar_path(archive).name} and re-run the download stage"
+            if isinstance(exc, CorruptArchiveError):
+                raise DataError(f"{name} inside {archive} is corrupt or truncated ({exc.detail}); {fix}") from None
+            raise DataError(f"{name} inside {archive}: {str(exc).removeprefix(f'{path}: ')}") from None
+        if remove_inner:
+            path.unlink()
+    done[archive.name] = sha256
+    atomic_write_json(raw_dir / EXTRACTED_MARKER, done)
+    return names

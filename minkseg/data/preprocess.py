@@ -10,7 +10,8 @@ Output layout (the whole directory is swapped in atomically, so a failed run lea
 
 ``manifest.json``: ``{"format_version", "dataset", "class_names", "ignore_label", "dimension", "unit",
 "splits": {split: [{"name", "file", "num_points", ["sequence", "frame", "world_frame"]}, ...]},
-"label_counts": {split: [points per class]}, "skipped": {split: [entries without any point]}, ["made_by"]}``.
+"label_counts": {split: [points per class]}, "skipped": {split: [entries without any point]}, ["made_by"],
+["dataset_options"] (a dataset's own params group, e.g. ply-folder's class list)}``.
 """
 
 from __future__ import annotations
@@ -20,43 +21,27 @@ import logging
 import os
 import traceback
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
 from minkseg.atomic import atomic_directory, atomic_write_json
 from minkseg.errors import DataError
 from minkseg.data.parallel import run_parallel
-from minkseg.data.registry import DatasetSpec, get_spec
-from minkseg.data.scannet import check_scannet_root, read_scannet_scene
-from minkseg.data.scenefile import FORMAT_VERSION, Scene, save_scene
-from minkseg.data.splits import check_split, split_entries
-from minkseg.data.synthia4d import check_synthia_root, read_synthia_frame
+from minkseg.data.scenefile import FORMAT_VERSION, save_scene
 from minkseg.errors import MinkSegError
+
+if TYPE_CHECKING:  # the caller passes the dataset object; data/ does not import the datasets above it
+    from minkseg.datasets.base import SegmentationDataset
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
-# What made an output (params and inputs; minkseg.engine.lineage): a manifest's key, or a file in the raw folder.
+# What made an output (params and inputs; minkseg.engine.lineage): a manifest's key.
 MADE_BY = "made_by"
-MADE_BY_FILE = "made_by.json"
 
 
 def scene_filename(name: str) -> str:
     return name.replace("/", "__") + ".npz"
-
-
-def check_raw(spec: DatasetSpec, raw_dir: str | os.PathLike, splits: Iterable[str]) -> dict[str, int]:
-    """Scenes/frames per split, or a DataError saying what is missing and how to get it."""
-    splits = [check_split(s) for s in splits]
-    if spec.family == "scannet":
-        return check_scannet_root(spec, raw_dir, splits)
-    return check_synthia_root(spec, raw_dir, splits)
-
-
-def read_raw_scene(spec: DatasetSpec, raw_dir: str | os.PathLike, split: str, entry: str) -> Scene:
-    if spec.family == "scannet":
-        return read_scannet_scene(raw_dir, entry, split, dataset=spec.name)
-    return read_synthia_frame(raw_dir, entry, dataset=spec.name)
 
 
 class _Collect(logging.Handler):
@@ -70,14 +55,14 @@ class _Collect(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def _process_one(task: tuple[str, str, str, str, str]) -> tuple[str, dict[str, Any] | None, str | None, list[str]]:
+def _process_one(task: tuple["SegmentationDataset", str, str, str, str]
+                 ) -> tuple[str, dict[str, Any] | None, str | None, list[str]]:
     """Worker: read one raw scene, write its npz; returns (entry, record, error message, warnings)."""
     dataset, raw_dir, split, entry, out_split_dir = task
-    spec = get_spec(dataset)
-    collect, data_log = _Collect(), logging.getLogger("minkseg.data")
+    collect, data_log = _Collect(), logging.getLogger("minkseg")  # the readers log under minkseg.datasets
     data_log.addHandler(collect)
     try:
-        scene = read_raw_scene(spec, raw_dir, split, entry)
+        scene = dataset.read_scene(raw_dir, split, entry)
         if scene.num_points == 0:  # nothing to train on or score: left out of the split by the caller
             return entry, None, None, collect.messages
         filename = scene_filename(scene.name)
@@ -91,34 +76,32 @@ def _process_one(task: tuple[str, str, str, str, str]) -> tuple[str, dict[str, A
     finally:
         data_log.removeHandler(collect)
     record: dict[str, Any] = {"name": scene.name, "file": f"{split}/{filename}", "num_points": scene.num_points,
-                              "label_counts": np.bincount(scene.labels[scene.labels < spec.num_classes],
-                                                          minlength=spec.num_classes).tolist()}
-    if spec.family == "synthia4d":
-        record.update(sequence=str(scene.extra["sequence"]), frame=int(scene.extra["frame"]),
-                      world_frame=bool(scene.extra["world_frame"]))
+                              "label_counts": np.bincount(scene.labels[scene.labels < dataset.num_classes],
+                                                          minlength=dataset.num_classes).tolist()}
+    record.update(dataset.scene_record(scene))
     return entry, record, None, collect.messages
 
 
-def preprocess(dataset: str, raw_dir: str | os.PathLike, out_dir: str | os.PathLike,
-               splits: Sequence[str] = ("train", "val"), workers: int = 1, progress: bool = True,
+def preprocess(dataset: "SegmentationDataset", raw_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
+               splits: Sequence[str], workers: int = 1, progress: bool = True,
                made_by: Mapping[str, Any] | None = None) -> dict:
-    """Convert every scene of ``splits`` to the compact format; returns the manifest written to ``out_dir``.
+    """Convert every scene of ``splits`` of ``dataset`` (a :mod:`minkseg.datasets` object) to the compact
+    format; returns the manifest written to ``out_dir``.
 
     ``made_by`` (what made the output: params and inputs) is stored in the manifest as is.
 
     Scenes are processed in ``workers`` processes with a progress bar. If any scene fails, the stage fails with
     the names of the failing scenes and ``out_dir`` keeps its previous content.
     """
-    spec = get_spec(dataset)
     raw_dir = Path(raw_dir)
-    check_raw(spec, raw_dir, splits)
+    dataset.check_raw(raw_dir, splits)
     with atomic_directory(out_dir) as staging:
         tasks = []
         for split in splits:
             (staging / split).mkdir()
-            tasks += [(spec.name, str(raw_dir), split, e, str(staging / split))
-                      for e in split_entries(spec, split, raw_dir)]
-        outcomes = run_parallel(_process_one, tasks, workers, desc=f"preprocess {spec.name}", progress=progress)
+            tasks += [(dataset, str(raw_dir), split, e, str(staging / split))
+                      for e in dataset.split_entries(split, raw_dir)]
+        outcomes = run_parallel(_process_one, tasks, workers, desc=f"preprocess {dataset.name}", progress=progress)
         results = {}
         for task, (entry, record, error, warnings) in zip(tasks, outcomes):
             results[task[2] + "/" + entry] = (record, error)
@@ -131,14 +114,16 @@ def preprocess(dataset: str, raw_dir: str | os.PathLike, out_dir: str | os.PathL
             raise DataError(f"preprocess failed for {len(failed)} of {len(tasks)} scenes ({names}); first error: "
                             f"{failed[0][1]}")
         manifest: dict[str, Any] = {
-            "format_version": FORMAT_VERSION, "dataset": spec.name, "class_names": list(spec.class_names),
-            "ignore_label": spec.ignore_label, "dimension": spec.dimension, "unit": spec.unit,
+            "format_version": FORMAT_VERSION, "dataset": dataset.name, "class_names": list(dataset.class_names),
+            "ignore_label": dataset.ignore_label, "dimension": dataset.dimension, "unit": dataset.unit,
             "splits": {}, "label_counts": {}, "skipped": {},
         }
+        if dataset.options_record() is not None:
+            manifest["dataset_options"] = dataset.options_record()
         if made_by is not None:
             manifest[MADE_BY] = dict(made_by)
         for split in splits:
-            entries = split_entries(spec, split, raw_dir)
+            entries = dataset.split_entries(split, raw_dir)
             # A scene without points (empty, or only NaN/inf points) is left out rather than refused: the official
             # split lists cannot be edited, so refusing would leave the user no way forward.
             skipped = [e for e in entries if results[f"{split}/{e}"][0] is None]
@@ -146,14 +131,14 @@ def preprocess(dataset: str, raw_dir: str | os.PathLike, out_dir: str | os.PathL
                 log.warning("%s: no points; left out of split %s", entry, split)
             manifest["skipped"][split] = skipped
             records = [results[f"{split}/{e}"][0] for e in entries if results[f"{split}/{e}"][0] is not None]
-            counts = np.zeros(spec.num_classes, dtype=np.int64)
+            counts = np.zeros(dataset.num_classes, dtype=np.int64)
             for r in records:
                 counts += np.asarray(r.pop("label_counts"))
             manifest["splits"][split] = records
             manifest["label_counts"][split] = counts.tolist()
         atomic_write_json(staging / MANIFEST, manifest)
     total = sum(len(v) for v in manifest["splits"].values())
-    log.info("preprocessed %d scenes of %s into %s", total, spec.name, out_dir)
+    log.info("preprocessed %d scenes of %s into %s", total, dataset.name, out_dir)
     return manifest
 
 

@@ -1,57 +1,35 @@
 """Which preprocessed scenes form one sample: a single scene (3D) or a temporal window of frames (4D).
 
-Why windows are built from the manifest: Synthia4D samples are frames ``idx, idx+d, ..., idx+(T-1)d`` of one
-sequence (positions in the sorted frame list of that sequence within the split, as in the original), and the
-manifest already carries every frame's sequence and number, so no scene file is opened to build the index.
+Why the dataset object decides: how scenes group into samples is a fact of the dataset (Synthia4D stacks
+``temporal_numseq`` frames of one sequence, :meth:`minkseg.datasets.synthia4d.Synthia4D.sample_groups`); this
+module only reads the manifest and loads the scenes of a group.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-from collections import defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from minkseg.data.errors import DataError
+from minkseg.errors import DataError
 from minkseg.data.preprocess import load_manifest, manifest_split
-from minkseg.data.registry import DatasetSpec, get_spec
 from minkseg.data.scenefile import Scene, load_scene
 
-log = logging.getLogger(__name__)
-
-
-def temporal_windows(records: list[dict], numseq: int, dilation: int) -> list[list[int]]:
-    """Record indices of every window of ``numseq`` frames ``dilation`` apart within each sequence."""
-    by_sequence: dict[str, list[int]] = defaultdict(list)
-    for i, r in enumerate(records):
-        by_sequence[r["sequence"]].append(i)
-    span = (numseq - 1) * dilation
-    windows, skipped = [], []
-    for sequence in sorted(by_sequence):
-        ids = sorted(by_sequence[sequence], key=lambda i: records[i]["frame"])
-        if len(ids) <= span:
-            skipped.append(f"{sequence} ({len(ids)} frames)")
-            continue
-        windows += [[ids[start + k * dilation] for k in range(numseq)] for start in range(len(ids) - span)]
-    if skipped:
-        log.warning("sequences shorter than the temporal window (%d frames) are skipped: %s", span + 1,
-                    ", ".join(skipped))
-    return windows
-
-
-def is_temporal(spec: DatasetSpec, temporal_numseq: int) -> bool:
-    """Synthia4D with more than one frame per sample is 4D; a single frame (the paper's 3D baseline) is 3D."""
-    return spec.family == "synthia4d" and temporal_numseq > 1
+if TYPE_CHECKING:  # the caller passes the dataset object; data/ does not import the datasets above it
+    from minkseg.datasets.base import SegmentationDataset
 
 
 class SceneSamples:
     """The preprocessed scenes of one split grouped into samples; ``load(i)`` returns the scenes of sample i."""
 
-    def __init__(self, preprocessed_dir: str | os.PathLike, split: str, temporal_numseq: int = 3,
-                 temporal_dilation: int = 30) -> None:
+    def __init__(self, preprocessed_dir: str | os.PathLike, split: str, dataset: "SegmentationDataset", *,
+                 temporal_numseq: int, temporal_dilation: int) -> None:
         self.root = Path(preprocessed_dir)
         manifest = load_manifest(self.root)
-        self.spec: DatasetSpec = get_spec(manifest["dataset"])
+        if manifest.get("dataset") != dataset.name:
+            raise DataError(f"{self.root / 'manifest.json'}: preprocessed from dataset {manifest.get('dataset')!r}, "
+                            f"not {dataset.name!r}; re-run the preprocess stage (dvc repro)")
+        self.spec = dataset
         self.records = manifest_split(manifest, split, self.root / "manifest.json")
         if not self.records:
             raise DataError(f"{self.root}: split {split!r} has no scenes; check the split lists and re-run "
@@ -59,16 +37,13 @@ class SceneSamples:
         if temporal_numseq < 1 or temporal_dilation < 1:
             raise DataError(f"temporal_numseq and temporal_dilation must be >= 1 (got {temporal_numseq}, "
                             f"{temporal_dilation}); fix voxelize.* in params.yaml")
-        self.temporal = is_temporal(self.spec, temporal_numseq)
-        if self.temporal:
-            self.groups = temporal_windows(self.records, temporal_numseq, temporal_dilation)
-            if not self.groups:
-                raise DataError(f"{self.root}: no sequence of split {split!r} has the "
-                                f"{(temporal_numseq - 1) * temporal_dilation + 1} frames a window of "
-                                f"temporal_numseq={temporal_numseq}, temporal_dilation={temporal_dilation} needs; "
-                                f"lower them in params.yaml")
-        else:
-            self.groups = [[i] for i in range(len(self.records))]
+        self.temporal = dataset.is_temporal(temporal_numseq)
+        self.groups = dataset.sample_groups(self.records, temporal_numseq, temporal_dilation)
+        if not self.groups:
+            raise DataError(f"{self.root}: no sequence of split {split!r} has the "
+                            f"{(temporal_numseq - 1) * temporal_dilation + 1} frames a window of "
+                            f"temporal_numseq={temporal_numseq}, temporal_dilation={temporal_dilation} needs; "
+                            f"lower them in params.yaml")
 
     @property
     def dimension(self) -> int:

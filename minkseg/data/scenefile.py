@@ -23,6 +23,12 @@ key                  dtype / shape   meaning
 ===================  ==============  =============================================================================
 
 The preprocess stage also writes ``manifest.json`` next to the split folders (see :mod:`minkseg.data.preprocess`).
+
+Why a fixed 255 on disk and not ``base.ignore_label``: labels are stored as uint8 (a quarter of int32's bytes for
+every point read each epoch), which cannot hold every ignore label the params allow (up to 65535); and the
+preprocessed and voxelised files do not depend on a training-only param, so changing it re-runs no data stage.
+:data:`STORED_IGNORE` is mapped to ``base.ignore_label`` at one boundary, :func:`with_ignore_label`, where the
+loaders (:mod:`minkseg.data.datasets`) hand labels to training and evaluation.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from minkseg.atomic import save_npz_atomic
 from minkseg.errors import DataError
 
 FORMAT_VERSION = 1
+STORED_IGNORE = 255  # the label of unannotated points in every file MinkSeg writes (scene and voxelised files)
 REQUIRED = {"coords": (np.float32, 2), "colors": (np.uint8, 2), "labels": (np.uint8, 1)}
 
 
@@ -56,6 +63,15 @@ class Scene:
     @property
     def num_points(self) -> int:
         return int(self.coords.shape[0])
+
+
+def with_ignore_label(stored: np.ndarray, ignore_label: int) -> np.ndarray:
+    """Stored labels (uint8, :data:`STORED_IGNORE` = unannotated) as int64 labels with ``ignore_label`` for the
+    unannotated points: what the loss, the metrics and the model file call the ignore label."""
+    labels = np.asarray(stored).astype(np.int64)
+    if ignore_label != STORED_IGNORE:
+        labels[labels == STORED_IGNORE] = ignore_label
+    return labels
 
 
 def save_scene(path: str | os.PathLike, scene: Scene) -> None:

@@ -9,27 +9,33 @@ previous one intact.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from minkseg.atomic import atomic_directory, atomic_write_json
 from minkseg.data.datasets import EvalDataset
-from minkseg.errors import DataError
 from minkseg.data.evalfile import FORMAT_VERSION, MANIFEST, save_voxelized_sample
 from minkseg.data.parallel import run_parallel
 from minkseg.data.preprocess import MADE_BY, scene_filename
 from minkseg.data.quantize import VoxelParams
+from minkseg.data.scenefile import STORED_IGNORE
+from minkseg.errors import DataError
+
+if TYPE_CHECKING:  # the caller passes the dataset object; data/ does not import the datasets above it
+    from minkseg.datasets.base import SegmentationDataset
 
 
 @lru_cache(maxsize=4)
-def _dataset(preprocessed_dir: str, split: str, voxel: VoxelParams) -> EvalDataset:
-    return EvalDataset(preprocessed_dir, split, voxel)
+def _dataset(preprocessed_dir: str, split: str, spec: "SegmentationDataset", voxel: VoxelParams) -> EvalDataset:
+    # The files keep the stored ignore label (minkseg.data.scenefile): base.ignore_label is mapped on reading.
+    return EvalDataset(preprocessed_dir, split, spec, replace(voxel, ignore_label=STORED_IGNORE))
 
 
-def _voxelize_one(task: tuple[str, str, VoxelParams, int, str]) -> tuple[dict | None, str | None]:
-    preprocessed_dir, split, voxel, index, out_dir = task
-    dataset = _dataset(preprocessed_dir, split, voxel)
+def _voxelize_one(task: tuple[str, str, "SegmentationDataset", VoxelParams, int, str]) -> tuple[dict | None, str | None]:
+    preprocessed_dir, split, spec, voxel, index, out_dir = task
+    dataset = _dataset(preprocessed_dir, split, spec, voxel)
     name = dataset.samples.name(index)
     filename = scene_filename(name.replace("+", "__").replace(",", "_"))
     try:
@@ -42,14 +48,15 @@ def _voxelize_one(task: tuple[str, str, VoxelParams, int, str]) -> tuple[dict | 
 
 
 def voxelize_split(preprocessed_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                   splits: str | Sequence[str], voxel: VoxelParams, *, workers: int = 1, progress: bool = True,
-                   made_by: Mapping[str, Any] | None = None) -> dict:
+                   splits: str | Sequence[str], dataset: "SegmentationDataset", voxel: VoxelParams, *,
+                   workers: int = 1, progress: bool = True, made_by: Mapping[str, Any] | None = None) -> dict:
     """Write one evaluation file per sample of ``splits`` plus ``manifest.json`` into ``out_dir``; returns it.
-    ``made_by`` (what made the output: params and inputs) is stored in the manifest as is."""
+    ``voxel.clip_bound`` is :data:`~minkseg.data.quantize.DATASET_BOUND` (the dataset's own), None or three [min, max]
+    pairs; ``made_by`` (what made the output: params and inputs) is stored in the manifest as is."""
     splits = [splits] if isinstance(splits, str) else list(splits)
     source = str(Path(preprocessed_dir).resolve())
     _dataset.cache_clear()  # the scenes may have been re-preprocessed since a previous call in this process
-    datasets = {split: _dataset(source, split, voxel) for split in splits}
+    datasets = {split: _dataset(source, split, dataset, voxel) for split in splits}
     first = datasets[splits[0]]
     manifest: dict[str, Any] = {
         "format_version": FORMAT_VERSION, "dataset": first.spec.name, "class_names": list(first.spec.class_names),
@@ -61,7 +68,7 @@ def voxelize_split(preprocessed_dir: str | os.PathLike, out_dir: str | os.PathLi
     with atomic_directory(out_dir) as staging:
         for split in splits:
             (staging / split).mkdir()
-            tasks = [(source, split, voxel, i, str(staging)) for i in range(len(datasets[split]))]
+            tasks = [(source, split, dataset, voxel, i, str(staging)) for i in range(len(datasets[split]))]
             results = run_parallel(_voxelize_one, tasks, workers, desc=f"voxelize {split}", unit="sample",
                                    progress=progress)
             failed = [error for _, error in results if error is not None]

@@ -24,7 +24,8 @@ import json
 from typing import Any, Mapping
 
 from minkseg.config import SPEED_ONLY_KEYS, Params
-from minkseg.data.preprocess import MADE_BY as RECORD_KEY, MADE_BY_FILE as RAW_RECORD
+from minkseg.data.preprocess import MADE_BY as RECORD_KEY
+from minkseg.datasets.base import MADE_BY_FILE as RAW_RECORD
 from minkseg.errors import StaleInputError
 
 __all__ = ["CHAIN", "RAW_RECORD", "RECORD_KEY", "StaleInputError", "stage_params", "make_record", "check_chain"]
@@ -45,17 +46,14 @@ _NOT_RECORDED = ("base.device", "base.num_threads", "base.num_gpus", "base.num_n
                  "base.rdzv_endpoint", *SPEED_ONLY_KEYS)
 
 
-def _download_keys(dataset: str) -> tuple[str, ...]:
-    if dataset == "scannet":
-        return ("base.dataset", "download.scannet_root")
-    if dataset == "synthia4d":
-        return ("base.dataset", "download.synthia_root")
-    return ("base.dataset", "base.seed", "download.synthetic")  # generated: the seed and sizes make the data
-
-
 def stage_params(stage: str, params: Params) -> dict[str, Any]:
     """The flat params (``{"voxelize.voxel_size": 0.06, ...}``) that shape ``stage``'s output."""
-    prefixes = _download_keys(params.base.dataset) if stage == "download" else _STAGE_KEYS[stage]
+    if stage == "download":  # what makes the raw data is the dataset's to say (a user's folder, or seed + sizes)
+        from minkseg.datasets import dataset_class
+
+        prefixes = dataset_class(params.base.dataset).download_params
+    else:
+        prefixes = _STAGE_KEYS[stage]
     return {key: value for key, value in params.flat().items()
             if key not in _NOT_RECORDED and any(key == p or key.startswith(p + ".") for p in prefixes)}
 

@@ -86,12 +86,7 @@ class PipelinePaths:
 
 def _external_root(params: Params) -> Path | None:
     """The user's own dataset folder for real datasets, or None when data/raw holds the raw data itself."""
-    dataset = params.base.dataset
-    if dataset == "scannet":
-        return Path(params.download.scannet_root).expanduser()
-    if dataset == "synthia4d" and params.download.synthia_root:
-        return Path(params.download.synthia_root).expanduser()
-    return None
+    return _dataset_spec(params).raw_root(params.download)
 
 
 def raw_location(params: Params, paths: PipelinePaths) -> Path:
@@ -115,18 +110,15 @@ def run_check_params(params: Params, paths: PipelinePaths = PipelinePaths(), pro
 def run_download(params: Params, paths: PipelinePaths = PipelinePaths(), progress: bool = True) -> Mapping[str, Any]:
     """Make the raw data available: generate the synthetic datasets, download + extract Synthia4D, or check a
     local ScanNet copy. For external folders data/raw records what was found, so later stages see a change."""
-    from minkseg.data import prepare_raw
-
     dataset = params.base.dataset
     external = _external_root(params)
     check_writable(paths.raw.parent)  # a read-only dataset folder of the user's is fine: it is only read
-    synthetic = params.download.synthetic.model_dump()
     # Only the splits that will be preprocessed must be present in a user's copy (ScanNet's test scans are optional).
     made_by = make_record("download", params, {})
-    report = prepare_raw(dataset, external or paths.raw, urls=params.download.synthia_urls, synthetic=synthetic,
-                         seed=params.base.seed, splits=tuple(params.preprocess.splits),
-                         workers=params.preprocess.num_workers, progress=progress,
-                         made_by=None if external is not None else made_by)
+    report = _dataset_spec(params).fetch(external or paths.raw, params.download, seed=params.base.seed,
+                                         splits=tuple(params.preprocess.splits),
+                                         workers=params.preprocess.num_workers, progress=progress,
+                                         made_by=None if external is not None else made_by)
     summary = {"dataset": dataset, "location": str(external or paths.raw), **_report_fields(report)}
     if external is not None:
         paths.raw.mkdir(parents=True, exist_ok=True)
@@ -185,7 +177,7 @@ def run_preprocess(params: Params, paths: PipelinePaths = PipelinePaths(), progr
 
     check_writable(paths.preprocessed.parent)
     made_by = make_record("preprocess", params, _checked_inputs(params, paths, "preprocess"))
-    return preprocess(params.base.dataset, raw_location(params, paths), paths.preprocessed,
+    return preprocess(_dataset_spec(params), raw_location(params, paths), paths.preprocessed,
                       splits=tuple(params.preprocess.splits), workers=params.preprocess.num_workers,
                       progress=progress, made_by=made_by)
 
@@ -195,7 +187,8 @@ def run_voxelize(params: Params, paths: PipelinePaths = PipelinePaths(), progres
 
     check_writable(paths.voxelized.parent)
     made_by = make_record("voxelize", params, _checked_inputs(params, paths, "voxelize"))
-    return voxelize_split(paths.preprocessed, paths.voxelized, (params.evaluate.split,), voxel_params(params),
+    return voxelize_split(paths.preprocessed, paths.voxelized, (params.evaluate.split,), _dataset_spec(params),
+                          voxel_params(params),
                           workers=params.preprocess.num_workers, progress=progress, made_by=made_by)
 
 
@@ -211,9 +204,10 @@ def voxel_params(params: Params) -> VoxelParams:
 
 
 def _dataset_spec(params: Params):
-    from minkseg.data import get_spec
+    """The dataset object (minkseg.datasets) every stage asks instead of branching on its name."""
+    from minkseg.datasets import dataset_from_params
 
-    return get_spec(params.base.dataset)
+    return dataset_from_params(params)
 
 
 def build_network(params: Params) -> torch.nn.Module:
@@ -241,8 +235,8 @@ def run_train(params: Params, paths: PipelinePaths = PipelinePaths(), progress: 
                                    *(_file_hash(d / "manifest.json") for d in (paths.preprocessed, paths.voxelized))])
     spec = _dataset_spec(params)
     t = params.train
-    train_set = TrainDataset(paths.preprocessed, "train", voxel_params(params), augment=t.augment)
-    val_set = VoxelizedDataset(paths.voxelized, params.evaluate.split)
+    train_set = TrainDataset(paths.preprocessed, "train", spec, voxel_params(params), augment=t.augment)
+    val_set = VoxelizedDataset(paths.voxelized, params.evaluate.split, ignore_label=params.base.ignore_label)
     weights = balanced_class_weights(paths.preprocessed) if t.class_weights == "balanced" else None
     seed_everything(params.base.seed)  # the initial weights are part of "same params, same result"
     model = build_network(params)
@@ -320,12 +314,10 @@ def model_description(params: Params) -> dict[str, Any]:
     """Everything the model file records besides the weights (format: :mod:`minkseg.weights`)."""
     from dataclasses import replace
 
-    from minkseg.data.samples import is_temporal
-
     spec = _dataset_spec(params)
     v, e = params.voxelize, params.evaluate
     voxel = voxel_params(params)
-    temporal = is_temporal(spec, v.temporal_numseq)
+    temporal = spec.is_temporal(v.temporal_numseq)
     voxel = replace(voxel, clip_bound=spec.clip_bound_test if v.clip_bound == "dataset" else voxel.clip_bound,
                     temporal_numseq=voxel.temporal_numseq if temporal else 1,
                     temporal_dilation=voxel.temporal_dilation if temporal else 1)  # what evaluation uses
@@ -360,10 +352,11 @@ class _VotingScenes:
         from minkseg.data import EvalDataset, VoxelizedDataset
 
         e = params.evaluate
-        self.base = VoxelizedDataset(paths.voxelized, e.split)
+        self.base = VoxelizedDataset(paths.voxelized, e.split, ignore_label=params.base.ignore_label)
         angles = voting_rotations(e.rotation_angles)  # the Predictor's view order, so both sum alike
         voxel = voxel_params(params)
-        self.rotated = [EvalDataset(paths.preprocessed, e.split, voxel, rotation_degrees=angle,
+        spec = _dataset_spec(params)
+        self.rotated = [EvalDataset(paths.preprocessed, e.split, spec, voxel, rotation_degrees=angle,
                                     rotation_axis=e.rotation_axis)
                         for angle in angles if angle != 0]
         self.include_base = bool(angles) and angles[0] == 0
@@ -430,26 +423,25 @@ def run_submit(params: Params, paths: PipelinePaths = PipelinePaths(), progress:
 
     from minkseg.atomic import atomic_directory
     from minkseg.data.ply import read_ply
-    from minkseg.data.scannet import scene_files
-    from minkseg.data.splits import split_entries, split_file
+    from minkseg.datasets.scannet import scene_files
     from minkseg.engine.predictor import Predictor
     from minkseg.engine.runtime import configure_cpu_runtime
     from minkseg.engine.submission import ARCHIVE, encode_scene, to_nyu40, validate_archive, write_archive
 
     check_writable(paths.submission.parent)
     spec = _dataset_spec(params)
-    if spec.family != "scannet":
+    if not spec.scannet_benchmark:
         with atomic_directory(paths.submission) as staging:
             summary = {"dataset": spec.name, "applicable": False,
                        "reason": "the ScanNet benchmark format applies to ScanNet-format datasets only"}
             atomic_write_json(staging / "summary.json", summary)
         return summary
     root = raw_location(params, paths)
-    scenes = split_entries(spec, "test", root)
+    scenes = spec.split_entries("test", root)
     meshes = {scene: scene_files(root, scene, "test")[0] for scene in scenes}
     missing = [scene for scene, mesh in meshes.items() if not mesh.is_file()]
     if missing:
-        raise EngineError(f"{split_file(spec, 'test', root)} names {len(missing)} test scene(s) without a mesh under "
+        raise EngineError(f"{spec.split_file('test', root)} names {len(missing)} test scene(s) without a mesh under "
                           f"{root} (e.g. {meshes[missing[0]]}); download the test scans (download-scannet.py "
                           "--type _vh_clean_2.ply) or re-run the download stage")
     configure_cpu_runtime(params.base.num_threads)

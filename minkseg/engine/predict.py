@@ -223,7 +223,7 @@ def discover(inputs: Sequence[str], temporal: bool) -> tuple[list[Job], list[str
 def _read_frame(path: Path, sequence: Path) -> tuple[Cloud, np.ndarray, np.ndarray]:
     """A Synthia4D frame: the cloud to write back, and its points as the network sees them (metres, world).
     NaN rows are refused here, before the camera transform mixes them into the other coordinates."""
-    from minkseg.data.synthia4d import frame_in_metres
+    from minkseg.datasets.synthia4d import frame_in_metres
 
     cloud = read_cloud(path, name=path.stem)
     check_finite_rows(str(path), "coordinates", cloud.xyz)

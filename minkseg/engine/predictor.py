@@ -196,8 +196,8 @@ class Predictor:
                         voting_angles: Sequence[float] | None = None, **kwargs: Any) -> "Predictor":
         """A predictor for ``models/model.pt`` (class names, voxel size, clip box, voting and temporal window come
         from the file; ``voting_angles`` overrides the evaluation's angles, e.g. ``[0]`` for one fast pass)."""
-        from minkseg.data import get_spec
         from minkseg.data.quantize import VoxelParams
+        from minkseg.datasets import dataset_class
         from minkseg.weights import load_model_file
 
         model, payload = load_model_file(path)
@@ -207,7 +207,7 @@ class Predictor:
             raise EngineError(f"{path}: the model file lacks {', '.join(missing)} (written by an older MinkSeg); "
                               "re-run the train stage (dvc repro -f train) to write a complete one")
         try:
-            max_extent = get_spec(str(payload.get("dataset"))).max_extent
+            max_extent = dataset_class(str(payload.get("dataset"))).max_extent
         except Exception:  # a dataset this version does not know: no unit check rather than a wrong one
             max_extent = math.inf
         kwargs.setdefault("max_extent", max_extent)

@@ -3,7 +3,7 @@
 Format (ScanNet benchmark documentation, "Format for 3D Semantic Label Prediction", and its evaluation script
 ``BenchmarkScripts/3d_evaluation/evaluate_semantic_label.py``): one text file ``<scene>.txt`` per test scan, one
 line per vertex of ``<scene>_vh_clean_2.ply`` in the mesh's vertex order, each line the integer nyu40 id of the
-predicted class (the 20 benchmark classes are nyu40 ids 1-39, :data:`minkseg.data.registry.SCANNET_VALID_NYU40`);
+predicted class (the 20 benchmark classes are nyu40 ids 1-39, :data:`minkseg.datasets.scannet.SCANNET_VALID_NYU40`);
 all files at the root of one zip archive. The paper's 73.6 mIoU is the benchmark's score of such an archive.
 
 Why a validator of our own: a malformed archive costs a submission (the benchmark blocks re-submission for two
@@ -32,7 +32,7 @@ ARCHIVE = "scannet_3d_semantic_label.zip"
 
 
 def _valid_ids() -> np.ndarray:
-    from minkseg.data.registry import SCANNET_VALID_NYU40
+    from minkseg.datasets.scannet import SCANNET_VALID_NYU40
 
     return np.asarray(SCANNET_VALID_NYU40, dtype=np.int64)
 

@@ -1,4 +1,5 @@
-"""ScanNet v2 raw layout: checking a local copy, reading one scene, mapping nyu40 ids to the 20 benchmark classes.
+"""The ``scannet`` dataset (ScanNet v2): checking a local copy, reading one scene, mapping nyu40 ids to the 20
+benchmark classes.
 
 Why a check with instructions: ScanNet cannot be downloaded without signing its terms of use, so the "download"
 step for ScanNet only verifies the local copy and says exactly which files are missing and how to get them.
@@ -23,21 +24,30 @@ Scans MinkSeg did not write are read leniently where a point-wise fix exists and
 from __future__ import annotations
 
 import logging
+import math
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
 from minkseg.data.cleaning import finite_points
 from minkseg.errors import DataError
 from minkseg.data.ply import read_ply
-from minkseg.data.registry import IGNORE_LABEL, SCANNET_VALID_NYU40, DatasetSpec
-from minkseg.data.scenefile import Scene
-from minkseg.data.splits import META_DIR, split_entries, split_file
+from minkseg.data.scenefile import STORED_IGNORE, Scene
+from minkseg.datasets.base import META_DIR, SegmentationDataset
+from minkseg.datasets.registry import register_dataset
 
 log = logging.getLogger(__name__)
+
+CLASS_NAMES = (
+    "wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf", "picture",
+    "counter", "desk", "curtain", "refrigerator", "shower curtain", "toilet", "sink", "bathtub", "otherfurniture",
+)
+# nyu40 ids of the 20 ScanNet benchmark classes, in class-index order.
+SCANNET_VALID_NYU40 = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 24, 28, 33, 34, 36, 39)
+SPLIT_FILES = {"train": "scannetv2_train.txt", "val": "scannetv2_val.txt", "test": "scannetv2_test.txt"}
 
 MESH_SUFFIX = "_vh_clean_2.ply"
 LABEL_SUFFIX = "_vh_clean_2.labels.ply"
@@ -49,7 +59,7 @@ GET_SCANNET = ("request access at http://kaldir.vc.in.tum.de/scannet_benchmark/d
 @lru_cache(maxsize=1)
 def nyu40_to_class() -> np.ndarray:
     """Lookup table uint8[65536]: nyu40 id -> benchmark class 0..19, every other id -> 255 (ignore)."""
-    table = np.full(1 << 16, IGNORE_LABEL, dtype=np.uint8)
+    table = np.full(1 << 16, STORED_IGNORE, dtype=np.uint8)
     table[np.array(SCANNET_VALID_NYU40)] = np.arange(len(SCANNET_VALID_NYU40), dtype=np.uint8)
     return table
 
@@ -78,27 +88,28 @@ def scene_files(root: str | os.PathLike, scene: str, split: str) -> tuple[Path, 
     return d / f"{scene}{MESH_SUFFIX}", (None if split == "test" else d / f"{scene}{LABEL_SUFFIX}")
 
 
-def check_scannet_root(spec: DatasetSpec, root: str | os.PathLike, splits: Iterable[str]) -> dict[str, int]:
+def check_scannet_root(spec: "ScanNet", root: str | os.PathLike, splits: Iterable[str]) -> dict[str, int]:
     """Verify every scene of ``splits`` has its files; return scenes per split or raise one clear DataError."""
     root = Path(root)
+    splits = spec.check_splits(splits)
     if not root.is_dir():
         raise DataError(f"ScanNet root {root} does not exist; {GET_SCANNET}, then set the path in params.yaml")
     counts, missing = {}, []
     for split in splits:
-        scenes = split_entries(spec, split, root)
+        scenes = spec.split_entries(split, root)
         counts[split] = len(scenes)
         for scene in scenes:
             mesh, labels = scene_files(root, scene, split)
             absent = [p for p in (mesh, labels) if p is not None and not p.is_file()]
             missing += [(split, scene, p) for p in absent]
-    if missing and spec.synthetic:
+    if missing and spec.split_lists_in_raw:
         # The list was generated next to the scenes; a mismatch means the raw folder is incomplete or was edited.
         split = missing[0][0]
         scenes = list(dict.fromkeys(scene for s, scene, _ in missing if s == split))
         examples = list(dict.fromkeys(path for s, _, path in missing if s == split and path.parent.name in scenes))
         shown = ", ".join(str(next(p for p in examples if p.parent.name == scene).relative_to(root))
                           for scene in scenes[:3])
-        raise DataError(f"{split_file(spec, split, root)} names {len(scenes)} scene(s) whose files are missing under "
+        raise DataError(f"{spec.split_file(split, root)} names {len(scenes)} scene(s) whose files are missing under "
                         f"{root} (e.g. {shown}); re-run the download stage (dvc repro -f download)")
     if missing:
         shown = ", ".join(str(path.relative_to(root)) for _, _, path in missing[:3])
@@ -140,8 +151,39 @@ def read_scannet_scene(root: str | os.PathLike, scene: str, split: str, dataset:
             log.warning("%s: label ids %s are beyond nyu40; their %d points are ignored", scene,
                         beyond.tolist(), int(np.isin(nyu40, beyond).sum()))
     labels = nyu40_to_class()[nyu40]
-    if label_path is not None and len(labels) and (labels == IGNORE_LABEL).all():
+    if label_path is not None and len(labels) and (labels == STORED_IGNORE).all():
         log.warning("%s: no point has a label of the 20 benchmark classes; it adds nothing to training or scoring",
                     scene)
     return Scene(name=scene, dataset=dataset, coords=coords, colors=colors, labels=labels,
                  extra={"nyu40": nyu40})
+
+
+@register_dataset
+class ScanNet(SegmentationDataset):
+    """ScanNet v2 (the user's own copy, which needs ScanNet's terms of use): indoor rooms, z up, 20 classes."""
+
+    name = "scannet"
+    class_names = CLASS_NAMES
+    up_axis = 2
+    rotation_bound = ((-math.pi / 64, math.pi / 64), (-math.pi / 64, math.pi / 64), (-math.pi, math.pi))
+    scale_bound = (0.9, 1.1)
+    elastic_params = ((0.2, 0.4), (0.8, 1.6))
+    max_extent = 200.0
+    scannet_benchmark = True
+    download_params = ("base.dataset", "download.scannet_root")
+    split_files = SPLIT_FILES
+
+    def raw_root(self, download: Any) -> Path | None:
+        return Path(download.scannet_root).expanduser() if download.scannet_root else None
+
+    def params_problems(self, params: Any) -> list[str]:
+        if params.download.scannet_root:
+            return []
+        return ["download.scannet_root: required when base.dataset is scannet; set it to the folder holding "
+                "ScanNet v2's scans/"]
+
+    def check_raw(self, raw_dir: str | os.PathLike, splits: Iterable[str]) -> dict[str, int]:
+        return check_scannet_root(self, raw_dir, splits)
+
+    def read_scene(self, raw_dir: str | os.PathLike, split: str, entry: str) -> Scene:
+        return read_scannet_scene(raw_dir, entry, split, dataset=self.name)

@@ -25,8 +25,7 @@ import numpy as np
 from minkseg.atomic import atomic_write_bytes
 from minkseg.data.parallel import run_parallel
 from minkseg.data.ply import encode_ply
-from minkseg.data.splits import SPLIT_FILES
-from minkseg.data.synthia4d import EXTRINSICS_PATH, world_to_camera
+from minkseg.datasets.synthia4d import EXTRINSICS_PATH, SPLIT_FILES, world_to_camera
 
 RAW = dict(void=0, building=2, road=3, sidewalk=4, fence=5, vegetation=6, pole=7, car=8, sign=9, pedestrian=10,
            lanemarking=12, light=15)
@@ -302,7 +301,7 @@ def write_synthetic_synthia_tar(path: str | os.PathLike, config: SyntheticSynthi
         with tarfile.open(fileobj=buffer, mode="w") as outer:
             for _, seq, _ in plan:
                 outer.add(Path(tmp) / f"{seq}.tar.bz2", arcname=f"{seq}.tar.bz2")
-            for split, filename in SPLIT_FILES["synthia4d"].items():
+            for split, filename in SPLIT_FILES.items():
                 data = "".join(f"{e}\n" for e in splits[split]).encode()
                 info = tarfile.TarInfo(filename)
                 info.size, info.mode, info.mtime = len(data), 0o644, 0

@@ -31,8 +31,7 @@ import numpy as np
 from minkseg.atomic import atomic_write_text
 from minkseg.data.parallel import run_parallel
 from minkseg.data.ply import write_ply
-from minkseg.data.scannet import LABEL_SUFFIX, MESH_SUFFIX
-from minkseg.data.splits import SPLIT_FILES
+from minkseg.datasets.scannet import LABEL_SUFFIX, MESH_SUFFIX, SPLIT_FILES
 
 NYU = dict(wall=1, floor=2, cabinet=3, bed=4, chair=5, sofa=6, table=7, door=8, window=9, bookshelf=10,
            desk=14, curtain=16, pillow=18, floor_mat=20, otherprop=40)
@@ -732,6 +731,6 @@ def generate_synthetic_scannet(root: str | os.PathLike, config: SyntheticScanNet
     for split in ("train", "val", "test"):
         tasks += [(config, split, name, len(tasks) + i, str(root)) for i, name in enumerate(names[split])]
     run_parallel(_generate_one, tasks, workers, desc="generate synthetic-scannet", unit="room", progress=progress)
-    for split, filename in SPLIT_FILES["scannet"].items():
+    for split, filename in SPLIT_FILES.items():
         atomic_write_text(root / filename, "".join(f"{n}\n" for n in names[split]))
     return names

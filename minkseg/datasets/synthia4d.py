@@ -1,4 +1,5 @@
-"""Synthia4D raw layout: one PLY per frame, 16 raw labels mapped to the 12 evaluated classes.
+"""The ``synthia4d`` dataset: one PLY per frame, 16 raw labels mapped to the 12 evaluated classes, samples of
+``voxelize.temporal_numseq`` frames (4D).
 
 Layout after extracting ``Synthia4D.tar`` and its inner ``*.tar.bz2``::
 
@@ -19,20 +20,32 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections import defaultdict
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
-from typing import Iterable
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from minkseg.data.cleaning import finite_points
+from minkseg.data.download import archive_name, download as download_url, split_checksum
+from minkseg.data.extract import extract_archive
 from minkseg.errors import DataError
 from minkseg.data.ply import first_present, read_ply
-from minkseg.data.registry import IGNORE_LABEL, SYNTHIA_IGNORED_RAW, SYNTHIA_RAW_CLASS_NAMES, DatasetSpec
-from minkseg.data.scenefile import Scene
-from minkseg.data.splits import split_entries
+from minkseg.data.scenefile import STORED_IGNORE, Scene
+from minkseg.datasets.base import RawReport, SegmentationDataset
+from minkseg.datasets.registry import register_dataset
 
 log = logging.getLogger(__name__)
+
+RAW_CLASS_NAMES = (
+    "void", "sky", "building", "road", "sidewalk", "fence", "vegetation", "pole", "car", "traffic sign",
+    "pedestrian", "bicycle", "lanemarking", "reserved", "reserved", "traffic light",
+)
+IGNORED_RAW = (0, 1, 13, 14)  # void, sky, reserved, reserved
+CLASS_NAMES = tuple(n for i, n in enumerate(RAW_CLASS_NAMES) if i not in IGNORED_RAW)
+SPLIT_FILES = {"train": "train_cvpr19.txt", "val": "val_cvpr19.txt", "test": "test_cvpr19.txt"}
+SYNTHIA4D_URL = "http://cvgl.stanford.edu/data2/Synthia4D.tar"
 
 FRAME_RE = re.compile(r"^(?P<seq>[^/]+)/point_clouds/(?P<frame>\d+)\.ply$")
 EXTRINSICS_PATH = "CameraParams/Stereo_Right/Omni_F/{frame}.txt"
@@ -43,8 +56,8 @@ GET_SYNTHIA = "run the download stage (dataset synthia4d) or extract Synthia4D.t
 @lru_cache(maxsize=1)
 def raw_to_class() -> np.ndarray:
     """Lookup table uint8[256]: raw Synthia label -> 0..11, ignored/unknown labels -> 255."""
-    table = np.full(256, IGNORE_LABEL, dtype=np.uint8)
-    kept = [i for i in range(len(SYNTHIA_RAW_CLASS_NAMES)) if i not in SYNTHIA_IGNORED_RAW]
+    table = np.full(256, STORED_IGNORE, dtype=np.uint8)
+    kept = [i for i in range(len(RAW_CLASS_NAMES)) if i not in IGNORED_RAW]
     table[np.array(kept)] = np.arange(len(kept), dtype=np.uint8)
     return table
 
@@ -92,13 +105,14 @@ def world_to_camera(xyz: np.ndarray, extrinsics: np.ndarray) -> np.ndarray:
     return ((xyz * flip + translation) @ rotation.T) * flip
 
 
-def check_synthia_root(spec: DatasetSpec, root: str | os.PathLike, splits: Iterable[str]) -> dict[str, int]:
+def check_synthia_root(spec: "Synthia4D", root: str | os.PathLike, splits: Iterable[str]) -> dict[str, int]:
     root = Path(root)
+    splits = spec.check_splits(splits)
     if not root.is_dir():
         raise DataError(f"Synthia4D root {root} does not exist; {GET_SYNTHIA}")
     counts, missing = {}, []
     for split in splits:
-        entries = split_entries(spec, split, root)
+        entries = spec.split_entries(split, root)
         counts[split] = len(entries)
         missing += [e for e in entries if not (root / e).is_file()]
     if missing:
@@ -124,11 +138,11 @@ def read_synthia_frame(root: str | os.PathLike, rel_path: str, dataset: str = "s
         if not np.all(raw == np.round(raw)):
             raise DataError(f"{path}: label property holds non-integer values; re-extract the archive")
     raw = raw.astype(np.int64)
-    bad = (raw < 0) | (raw >= len(SYNTHIA_RAW_CLASS_NAMES))
+    bad = (raw < 0) | (raw >= len(RAW_CLASS_NAMES))
     if bad.any():
         log.warning("%s: %d points have labels outside 0..15 %s; they are ignored", rel_path, int(bad.sum()),
                     np.unique(raw[bad])[:5].tolist())
-    raw_label = np.where(bad, IGNORE_LABEL, raw).astype(np.uint8)
+    raw_label = np.where(bad, STORED_IGNORE, raw).astype(np.uint8)
     coords, center, world = frame_in_metres(root / sequence, path.stem, xyz)
     return Scene(name=frame_name(sequence, frame, len(path.stem)), dataset=dataset,
                  coords=coords, colors=colors, labels=raw_to_class()[raw_label],
@@ -149,3 +163,97 @@ def frame_in_metres(sequence_dir: Path, stem: str, xyz_cm: np.ndarray) -> tuple[
         xyz = camera_to_world(xyz, extrinsics)
         center = camera_to_world(np.zeros((1, 3)), extrinsics)[0]
     return (xyz * CM_TO_M).astype(np.float32), (center * CM_TO_M).astype(np.float32), world
+
+
+def temporal_windows(records: list[dict], numseq: int, dilation: int) -> list[list[int]]:
+    """Record indices of every window of ``numseq`` frames ``dilation`` apart within each sequence.
+
+    Why from the manifest: samples are frames ``idx, idx+d, ..., idx+(T-1)d`` of one sequence (positions in the
+    sorted frame list of that sequence within the split, as in the original), and the manifest already carries every
+    frame's sequence and number, so no scene file is opened to build the index."""
+    by_sequence: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(records):
+        by_sequence[r["sequence"]].append(i)
+    span = (numseq - 1) * dilation
+    windows, skipped = [], []
+    for sequence in sorted(by_sequence):
+        ids = sorted(by_sequence[sequence], key=lambda i: records[i]["frame"])
+        if len(ids) <= span:
+            skipped.append(f"{sequence} ({len(ids)} frames)")
+            continue
+        windows += [[ids[start + k * dilation] for k in range(numseq)] for start in range(len(ids) - span)]
+    if skipped:
+        log.warning("sequences shorter than the temporal window (%d frames) are skipped: %s", span + 1,
+                    ", ".join(skipped))
+    return windows
+
+
+@register_dataset
+class Synthia4D(SegmentationDataset):
+    """Synthia4D (CVPR'19 splits): driving sequences, y up, 12 classes; 4D samples of several frames.
+
+    Synthia4D PLYs are in cm; the reader converts them to metres so every dataset shares one unit. The paper's
+    numbers (clip +-1800 cm train / +-2500 cm test, elastic (80, 300) cm) are converted accordingly."""
+
+    name = "synthia4d"
+    class_names = CLASS_NAMES
+    dimension = 4
+    up_axis = 1
+    rotation_bound = (None, (-np.pi, np.pi), None)
+    scale_bound = (0.9, 1.1)
+    translation_ratio_bound = ((-0.1, 0.1), (0.0, 0.0), (-0.1, 0.1))
+    elastic_params = ((0.8, 3.0),)
+    clip_bound_train = ((-18.0, 18.0),) * 3
+    clip_bound_test = ((-25.0, 25.0),) * 3
+    max_extent = 2000.0
+    download_params = ("base.dataset", "download.synthia_root")
+    split_files = SPLIT_FILES
+
+    def raw_root(self, download: Any) -> Path | None:
+        return Path(download.synthia_root).expanduser() if download.synthia_root else None
+
+    def params_problems(self, params: Any) -> list[str]:
+        if params.download.synthia_root:
+            return []
+        return ["download.synthia_root: required when base.dataset is synthia4d; set it to the Synthia4D folder "
+                "(filled from download.synthia_urls when empty)"]
+
+    def check_raw(self, raw_dir: str | os.PathLike, splits: Iterable[str]) -> dict[str, int]:
+        return check_synthia_root(self, raw_dir, splits)
+
+    def read_scene(self, raw_dir: str | os.PathLike, split: str, entry: str) -> Scene:
+        return read_synthia_frame(raw_dir, entry, dataset=self.name)
+
+    def scene_record(self, scene: Scene) -> dict[str, Any]:
+        return {"sequence": str(scene.extra["sequence"]), "frame": int(scene.extra["frame"]),
+                "world_frame": bool(scene.extra["world_frame"])}
+
+    def is_temporal(self, temporal_numseq: int) -> bool:
+        """More than one frame per sample is 4D; a single frame (the paper's 3D baseline) is 3D."""
+        return temporal_numseq > 1
+
+    def sample_groups(self, records: list[dict], temporal_numseq: int, temporal_dilation: int) -> list[list[int]]:
+        if not self.is_temporal(temporal_numseq):
+            return super().sample_groups(records, temporal_numseq, temporal_dilation)
+        return temporal_windows(records, temporal_numseq, temporal_dilation)
+
+    def fetch(self, raw_dir: Path, download: Any, *, seed: int, splits: Sequence[str], workers: int,
+              progress: bool, made_by: Mapping[str, Any] | None, retries: int = 5) -> RawReport:
+        """A folder that already holds the split frames is only checked; otherwise every archive of
+        ``download.synthia_urls`` (default: the paper's ``Synthia4D.tar``; ``<url>#sha256=<hex>`` pins its
+        checksum) is downloaded resumably, checked against its size/sha256 record, and safely extracted together
+        with the ``*.tar.bz2`` inside."""
+        raw_dir = Path(raw_dir)
+        raw_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            return RawReport(self.name, str(raw_dir), self.check_raw(raw_dir, splits))
+        except DataError:
+            pass  # not there yet: fetch it
+        records = []
+        for entry in download.synthia_urls or [SYNTHIA4D_URL]:
+            url, sha256 = split_checksum(entry)
+            target = raw_dir / archive_name(url)
+            record = download_url(url, target, sha256=sha256, retries=retries, progress=progress)
+            extract_archive(target, raw_dir, record["sha256"])
+            records.append(record)
+        return RawReport(self.name, str(raw_dir), self.check_raw(raw_dir, splits), records)

@@ -3,7 +3,7 @@
     python benchmarks/val_subset_cost.py            # default model, voxel size and scene size; 20 steps, 4 curve points
 
 The train stage validates on the first ``train.val_subset_scenes`` val scenes every ``train.val_subset_every``
-iterations to draw the curve. This runs the real train stage (``pipeline.run_train``) on a small synthetic set of
+iterations to draw the curve. This runs the real train stage (``minkseg.pipeline.train.run_train``) on a small synthetic set of
 default-sized rooms (params.yaml with 4 train / 2 val rooms, MLflow off) and times, in the same process, every
 optimizer step and every subset validation; the default run's extra time is then about
 ``(iterations / val_subset_every) x validation`` against ``iterations x step``.
@@ -23,7 +23,8 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from minkseg.config import params_from_dict  # noqa: E402
-from minkseg.engine import pipeline  # noqa: E402
+from minkseg.pipeline import download, preprocess, train, voxelize  # noqa: E402
+from minkseg.pipeline.paths import PipelinePaths  # noqa: E402
 from minkseg.engine import trainer as trainer_module  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -55,8 +56,8 @@ def main() -> None:
 
     trainer_module.Trainer.validate, trainer_module.Trainer._step = timed_validate, timed_step
     with tempfile.TemporaryDirectory() as root:
-        paths = pipeline.PipelinePaths(Path(root))
-        for stage in (pipeline.run_download, pipeline.run_preprocess, pipeline.run_voxelize, pipeline.run_train):
+        paths = PipelinePaths(Path(root))
+        for stage in (download.run_download, preprocess.run_preprocess, voxelize.run_voxelize, train.run_train):
             stage(params, paths, progress=False)
     step_s, subset_s = statistics.median(times["step"]), statistics.median(times["subset"])
     extra = default_iterations // default_every * subset_s / (default_iterations * step_s)

@@ -14,7 +14,8 @@ from typing import Iterator
 
 import numpy as np
 
-from minkseg.data.datasets import EvalDataset, TrainDataset
+from minkseg.data.datasets import EvalDataset
+from minkseg.data.train_dataset import TrainDataset
 from minkseg.data.quantize import DATASET_BOUND, VoxelParams
 from minkseg.data.ply import write_ply
 from minkseg.data.splits import SPLITS

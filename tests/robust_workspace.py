@@ -79,10 +79,16 @@ def run_stage_process(root: Path, stage: str, *args: str, timeout: float = 300,
                           capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
+def stage_function(stage: str) -> Callable[..., Any]:
+    """``run_<stage>`` of ``minkseg.pipeline.<stage>``: the function ``stages/<stage>.py`` calls."""
+    import importlib
+
+    return getattr(importlib.import_module(f"minkseg.pipeline.{stage}"), f"run_{stage}")
+
+
 def run_stage_here(root: Path, stage: str, capsys: Any, monkeypatch: Any, *args: str) -> tuple[int, str]:
     """The stage's ``run_stage`` in this process (cwd = ``root``); returns (exit code, stderr)."""
-    from minkseg.engine import pipeline
-    from minkseg.engine.cli import run_stage
+    from minkseg.pipeline.cli import run_stage
 
     import torch
 
@@ -90,7 +96,7 @@ def run_stage_here(root: Path, stage: str, capsys: Any, monkeypatch: Any, *args:
     capsys.readouterr()
     threads = torch.get_num_threads()
     try:
-        code = run_stage(stage, getattr(pipeline, f"run_{stage}"), ["--no-progress", *args])
+        code = run_stage(stage, stage_function(stage), ["--no-progress", *args])
     finally:
         torch.set_num_threads(threads)  # base.num_threads must not leak into the rest of the test session
     return code, capsys.readouterr().err
@@ -145,23 +151,22 @@ def leftovers(root: Path) -> list[str]:
 def build_workspace(root: Path, train: bool = True) -> Path:
     """download -> preprocess -> voxelize (-> train -> evaluate) of the tiny synthetic dataset into ``root``."""
     from minkseg.config import params_from_dict
-    from minkseg.engine import pipeline
+    from minkseg.pipeline.paths import PipelinePaths
 
     root.mkdir(parents=True, exist_ok=True)
     params_dict = tiny_params()
     write_params(root, params_dict)
     params = params_from_dict(copy.deepcopy(params_dict))
-    paths = pipeline.PipelinePaths(root)
-    pipeline.run_download(params, paths, progress=False)
-    pipeline.run_preprocess(params, paths, progress=False)
-    pipeline.run_voxelize(params, paths, progress=False)
+    paths = PipelinePaths(root)
+    for stage in ("download", "preprocess", "voxelize"):
+        stage_function(stage)(params, paths, progress=False)
     if train:
         import torch
 
         threads = torch.get_num_threads()
         try:
-            pipeline.run_train(params, paths, progress=False)
-            pipeline.run_evaluate(params, paths, progress=False)
+            stage_function("train")(params, paths, progress=False)
+            stage_function("evaluate")(params, paths, progress=False)
         finally:
             torch.set_num_threads(threads)
     return root
@@ -228,16 +233,19 @@ def evaluator_predictions(root: Path, tmp_path_factory: Any) -> Path:
     split: what `minkseg predict` must reproduce for the same scene. Computed once per session and workspace."""
     if root not in _EVALUATED:
         from minkseg.config import params_from_dict
-        from minkseg.engine import Evaluator, pipeline
+        from minkseg.engine.evaluator import Evaluator
+        from minkseg.pipeline.model import load_trained_model
+        from minkseg.pipeline.paths import PipelinePaths
+        from minkseg.pipeline.voting import VotingScenes
 
         import yaml
 
         params = params_from_dict(yaml.safe_load((root / "params.yaml").read_text()))
-        paths = pipeline.PipelinePaths(root)
-        model, payload = pipeline.load_trained_model(paths.model)
+        paths = PipelinePaths(root)
+        model, payload = load_trained_model(paths.model)
         evaluator = Evaluator.from_params(params, model, num_classes=int(payload["model"]["out_channels"]),
                                           class_names=payload["class_names"], device="cpu")
         out_dir = tmp_path_factory.mktemp("evaluator-predictions")
-        evaluator.evaluate(pipeline._VotingScenes(params, paths), predictions_dir=out_dir, progress=False)
+        evaluator.evaluate(VotingScenes(params, paths), predictions_dir=out_dir, progress=False)
         _EVALUATED[root] = out_dir
     return _EVALUATED[root]

@@ -152,8 +152,8 @@ def test_speed_only_keys_change_no_fingerprint_and_no_record(dotted, tmp_path):
     """The one list of speed-only keys: the params fingerprint, the trainer's resume fingerprint and every stage's
     lineage record ignore exactly these keys."""
     from minkseg.config import SPEED_ONLY_KEYS
-    from minkseg.engine import Trainer
-    from minkseg.engine.lineage import CHAIN, stage_params
+    from minkseg.engine.trainer import Trainer
+    from minkseg.pipeline.lineage import CHAIN, stage_params
     from tests.engine_toys import NUM_CLASSES, ToyNet, ToyScenes, collate, dense_input
 
     assert dotted in SPEED_ONLY_KEYS

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from minkseg.data.augment import (ChromaticAutoContrast, ChromaticJitter, ChromaticTranslation, ElasticDistortion,
-                                  RandomDropout, RandomHorizontalFlip, normalize_color, training_transforms)
+                                  RandomDropout, RandomHorizontalFlip, training_transforms)
+from minkseg.data.datasets import normalize_color
 from minkseg.data.quantize import Voxelizer
 from minkseg.datasets import build_dataset
 

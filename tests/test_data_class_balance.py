@@ -8,8 +8,9 @@ import pytest
 import yaml
 
 from minkseg.config import ConfigError, params_from_dict
-from minkseg.data import DataError, balanced_class_weights
-from minkseg.data.preprocess import MANIFEST
+from minkseg.data.class_balance import balanced_class_weights
+from minkseg.errors import DataError
+from minkseg.data.scenefile import MANIFEST
 from minkseg.data.scenefile import FORMAT_VERSION
 from tests.robust_workspace import REPO
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from minkseg.errors import DataError
-from minkseg.data.preprocess import load_manifest, preprocess
+from minkseg.data.scenefile import load_manifest
+from minkseg.pipeline.preprocess import preprocess
 from minkseg.data.scenefile import load_scene
 from minkseg.datasets import build_dataset
 from minkseg.datasets.scannet import SCANNET_VALID_NYU40, check_scannet_root, nyu40_class_names, nyu40_to_class

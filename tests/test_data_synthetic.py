@@ -9,7 +9,7 @@ import pytest
 
 from minkseg.errors import DataError
 from minkseg.data.ply import read_ply
-from minkseg.data.preprocess import preprocess
+from minkseg.pipeline.preprocess import preprocess
 from minkseg.datasets import build_dataset
 from minkseg.datasets.generators.rooms import SyntheticScanNetConfig, generate_room
 from minkseg.datasets.scannet import nyu40_to_class

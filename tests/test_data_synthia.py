@@ -9,7 +9,7 @@ import pytest
 
 from minkseg.data.collate import collate
 from minkseg.errors import DataError
-from minkseg.data.preprocess import preprocess
+from minkseg.pipeline.preprocess import preprocess
 from minkseg.datasets import build_dataset
 from minkseg.datasets.generators.streets import extrinsics_for
 from minkseg.datasets.synthia4d import (CLASS_NAMES as SYNTHIA_CLASS_NAMES, camera_to_world, parse_frame_path,

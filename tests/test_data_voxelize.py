@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from minkseg.data.collate import Collate, collate
 from minkseg.data.datasets import VoxelizedDataset
 from minkseg.errors import DataError
-from minkseg.data.preprocess import preprocess
+from minkseg.pipeline.preprocess import preprocess
 from minkseg.data.quantize import VoxelParams, Voxelizer, majority_labels
-from minkseg.data.voxelize import voxelize_split
+from minkseg.pipeline.voxelize import voxelize_split
 from minkseg.datasets import build_dataset
 from tests.data_fixtures import LOADER_PARAMS, eval_set, random_scene, train_set, write_scannet_scene
 
@@ -189,7 +189,7 @@ def test_voxel_params_are_one_frozen_checked_value():
 
 def test_pipeline_hands_every_voxelize_param_to_one_voxel_params_object():
     from minkseg.config import params_from_dict
-    from minkseg.engine.pipeline import voxel_params
+    from minkseg.pipeline.spec import voxel_params
     from tests.robust_workspace import tiny_params
 
     params = params_from_dict(tiny_params(voxelize__label_mode="majority", voxelize__temporal_numseq=2,

@@ -35,15 +35,16 @@ def run_pipeline(root: Path, params_dict: dict) -> dict:
     """Every stage function in order, as `dvc repro` runs them; returns metrics/eval.json."""
     import torch
 
-    from minkseg.engine import pipeline
+    from tests.robust_workspace import stage_function
+    from minkseg.pipeline.paths import PipelinePaths
 
     write_params(root, params_dict)
     params = params_from_dict(copy.deepcopy(params_dict))
-    paths = pipeline.PipelinePaths(root)
+    paths = PipelinePaths(root)
     threads = torch.get_num_threads()
     try:
         for stage in ("download", "preprocess", "voxelize", "train", "evaluate"):
-            getattr(pipeline, f"run_{stage}")(params, paths, progress=False)
+            stage_function(stage)(params, paths, progress=False)
     finally:
         torch.set_num_threads(threads)  # base.num_threads must not leak into the rest of the test session
     return json.loads((root / "metrics" / "eval.json").read_text())

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from minkseg.data.quantize import VoxelParams
-from minkseg.engine import EngineError, Evaluator, write_evaluation
+from minkseg.engine.evaluator import Evaluator, write_evaluation
+from minkseg.errors import EngineError
 from minkseg.engine.predictor import Predictor, voting_rotations
 from minkseg.engine.export import confusion_rows, palette, write_point_cloud
 from minkseg.metrics import confusion_matrix, summarize

@@ -6,9 +6,9 @@ import pytest
 import torch
 import yaml
 
-from minkseg.data import read_ply
+from minkseg.data.ply import read_ply
 from minkseg.data.ply import read_ply_file
-from minkseg.engine import EngineError
+from minkseg.errors import EngineError
 from minkseg.engine.export import palette
 from minkseg.engine.predictor import PointPrediction, Predictor, voting_rotations
 from minkseg.nn import build_model

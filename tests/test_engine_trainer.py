@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from tests.engine_toys import NUM_CLASSES, ToyNet, ToyScenes, collate, dense_input, train_params
-from minkseg.engine import CheckpointError, EngineError, Trainer
+from minkseg.engine.trainer import Trainer
+from minkseg.errors import CheckpointError, EngineError
 from minkseg.engine.rng import rng_state, set_rng_state
 from minkseg.engine.sampling import EpochOrder, ResumableBatchSampler, limit_batch_points, sample_seed
 from minkseg.engine.schedules import make_schedule

@@ -34,19 +34,20 @@ def test_every_error_class_is_defined_once_in_errors_py():
 def test_public_reexports_are_the_same_classes():
     import minkseg.atomic
     import minkseg.config
-    import minkseg.data
     import minkseg.data.extract
-    import minkseg.engine
-    import minkseg.engine.lineage
+    import minkseg.data.scenefile
+    import minkseg.engine.trainer
+    import minkseg.weights
     import minkseg.metrics
     import minkseg.nn
+    import minkseg.pipeline.lineage
 
-    assert minkseg.nn.CheckpointError is minkseg.engine.CheckpointError is errors.CheckpointError
-    assert minkseg.nn.ModelError is errors.ModelError and minkseg.engine.EngineError is errors.EngineError
-    assert minkseg.data.DataError is errors.DataError and minkseg.config.ConfigError is errors.ConfigError
+    assert minkseg.nn.CheckpointError is minkseg.weights.CheckpointError is errors.CheckpointError
+    assert minkseg.nn.ModelError is errors.ModelError and minkseg.engine.trainer.EngineError is errors.EngineError
+    assert minkseg.data.scenefile.DataError is errors.DataError and minkseg.config.ConfigError is errors.ConfigError
     assert minkseg.metrics.MetricsError is errors.MetricsError
     assert minkseg.atomic.AtomicWriteError is errors.AtomicWriteError
-    assert minkseg.engine.lineage.StaleInputError is errors.StaleInputError
+    assert minkseg.pipeline.lineage.StaleInputError is errors.StaleInputError
     assert minkseg.data.extract.CorruptArchiveError is errors.CorruptArchiveError
 
 

@@ -165,6 +165,45 @@ def test_repro_end_to_end_then_nothing_then_only_train_and_evaluate(repo: Path):
     assert set(_children(repo, second)) == {"train", "evaluate"}
 
 
+def _stale_after_touching(repo: Path, module: str) -> tuple[dict, set[str]]:
+    """`dvc status` (and the stages `dvc repro --dry` would run) with one line appended to ``module``; the file is
+    restored afterwards, so the pipeline is up to date again for the next test."""
+    if json.loads(_run(repo, "status", "--json").stdout) != {}:  # run alone (the copied dvc.lock is the repo's)
+        _run(repo, "repro")
+    assert json.loads(_run(repo, "status", "--json").stdout) == {}
+    path = repo / module
+    original = path.read_bytes()
+    try:
+        path.write_bytes(original + b"\n# touched by a test\n")
+        status = json.loads(_run(repo, "status", "--json").stdout)
+        would_run = _stages_run(_run(repo, "repro", "--dry").stdout)
+    finally:
+        path.write_bytes(original)
+    assert json.loads(_run(repo, "status", "--json").stdout) == {}
+    return status, would_run
+
+
+def test_touching_a_training_only_module_leaves_the_data_stages_up_to_date(repo: Path):
+    """Issue 14: each stage's deps are the modules it imports (tests/test_pipeline_layout.py keeps them so), so
+    editing the augmentations re-runs training and what reads its model, not check_params/download/preprocess/
+    voxelize."""
+    status, would_run = _stale_after_touching(repo, "minkseg/data/augment.py")
+    assert set(status) == {"train"}, status
+    [(dep, change)] = status["train"][0]["changed deps"].items()  # train imports all of minkseg/data: the folder
+    assert dep in ("minkseg/data", "minkseg/data/augment.py") and change == "modified", status
+    # `repro --dry` runs nothing, so the stages reading train's model (evaluate, submit) are not stale yet; they run
+    # after train rewrites models/model.pt, as the train-param change of the end-to-end test shows
+    assert would_run == {"train"}, would_run
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    assert {name for name, stage in stages.items() if "models/model.pt" in stage["deps"]} == {"evaluate", "submit"}
+
+
+def test_touching_the_ply_reader_makes_preprocess_stale(repo: Path):
+    status, _ = _stale_after_touching(repo, "minkseg/data/ply.py")
+    assert "preprocess" in status, status
+    assert status["preprocess"] == [{"changed deps": {"minkseg/data/ply.py": "modified"}}]
+
+
 def _outputs(repo: Path) -> dict[str, bytes]:
     names = ["models/model.pt", "metrics/eval.json", "metrics/train.json", "metrics/train.csv", "metrics/val.csv",
              "metrics/confusion.csv"]

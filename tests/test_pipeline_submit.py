@@ -11,9 +11,11 @@ import yaml
 from minkseg.config import params_from_dict
 from minkseg.data.ply import read_ply, read_ply_header
 from minkseg.datasets.scannet import SCANNET_VALID_NYU40
-from minkseg.engine import EngineError, pipeline
+from minkseg.errors import EngineError
+from minkseg.pipeline.paths import PipelinePaths
+from minkseg.pipeline.submit import run_submit
 from minkseg.engine.predictor import Predictor
-from minkseg.engine.submission import ARCHIVE, encode_scene, validate_archive, write_archive
+from minkseg.pipeline.submission import ARCHIVE, encode_scene, validate_archive, write_archive
 from tests.robust_workspace import copy_workspace, edit_params, refused, shared_workspace
 
 
@@ -24,7 +26,7 @@ def root(tmp_path_factory, tmp_path):
 
 def test_submission_matches_the_benchmark_format_and_the_predictor(root):
     params = params_from_dict(yaml.safe_load((root / "params.yaml").read_text()))
-    summary = pipeline.run_submit(params, pipeline.PipelinePaths(root), progress=False)
+    summary = run_submit(params, PipelinePaths(root), progress=False)
     test_list = (root / "data" / "raw" / "scannetv2_test.txt").read_text().split()
     assert summary["applicable"] and summary["validated"] and summary["scenes"] == len(test_list)
     predictor = Predictor.from_model_file(root / "models" / "model.pt", device="cpu")
@@ -55,7 +57,7 @@ def test_missing_test_mesh_is_refused_with_one_line(root, capsys, monkeypatch):
 def test_other_dataset_families_record_that_no_benchmark_format_applies(root):
     edit_params(root, base__dataset="synthetic-synthia4d")
     params = params_from_dict(yaml.safe_load((root / "params.yaml").read_text()))
-    summary = pipeline.run_submit(params, pipeline.PipelinePaths(root), progress=False)
+    summary = run_submit(params, PipelinePaths(root), progress=False)
     assert summary["applicable"] is False and not (root / "submission" / ARCHIVE).exists()
 
 

@@ -10,7 +10,7 @@ import torch
 
 from minkseg.data.ply import encode_ply, read_ply_file, write_ply_file
 from minkseg.engine.export import palette
-from minkseg.engine.predict import main, window_of
+from minkseg.pipeline.predict import main, window_of
 from minkseg.engine.runtime import configure_cpu_runtime
 from tests.robust_workspace import REPO, child_env, evaluator_predictions, shared_workspace
 
@@ -189,7 +189,7 @@ def test_progress_bar_on_request(workspace, tmp_path, capsys, monkeypatch):
 def test_runs_under_the_stages_cpu_runtime(workspace, tmp_path, capsys, monkeypatch):
     """The command sets the CPU runtime (thread governor, allocator) as the stages do with the default
     base.num_threads (0: threads follow the free cores)."""
-    from minkseg.engine import predict as command
+    from minkseg.pipeline import predict as command
 
     calls = []
     monkeypatch.setattr(command, "configure_cpu_runtime", calls.append)
@@ -214,7 +214,7 @@ def test_millimetres_rescaled_give_the_metre_labels(workspace, tmp_path, capsys)
 
 def test_console_command_runs_as_a_process(workspace, tmp_path):
     _, mesh = val_mesh(workspace)
-    done = subprocess.run([sys.executable, "-m", "minkseg.engine.predict", "predict", str(mesh), "-o", str(tmp_path),
+    done = subprocess.run([sys.executable, "-m", "minkseg.pipeline.predict", "predict", str(mesh), "-o", str(tmp_path),
                            "--model", str(workspace / "models" / "model.pt"), "--voting-angles", "0"],
                           cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -53,7 +53,7 @@ def rewrite(root: Path, scene: str, edit, **encoding) -> None:
 
 
 def preprocessed(root: Path, scene: str, split: str = "train"):
-    from minkseg.data import load_scene
+    from minkseg.data.scenefile import load_scene
 
     return load_scene(root / "data" / "preprocessed" / split / f"{scene}.npz")
 

@@ -74,7 +74,7 @@ def test_training_killed_mid_checkpoint_resumes_to_the_uninterrupted_weights(roo
 
 
 def _scenes(root: Path) -> dict[str, tuple]:
-    from minkseg.data import load_scene
+    from minkseg.data.scenefile import load_scene
 
     out = {}
     for path in sorted((root / "data" / "preprocessed").rglob("*.npz")):

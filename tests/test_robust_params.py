@@ -111,7 +111,7 @@ def test_cuda_requested_without_a_gpu_is_one_clear_line(tmp_path_factory, tmp_pa
 def test_error_raised_inside_a_dataloader_worker_still_prints_one_line(capsys):
     """With train.num_workers > 0 torch re-raises a worker's error wrapped in its traceback; the user sees the error."""
     from minkseg.errors import DataError
-    from minkseg.engine import cli
+    from minkseg.pipeline import cli
 
     wrapped = DataError("Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most recent call "
                         "last):\n  File \"x.py\", line 1, in f\nminkseg.errors.DataError: scene0001_00.npz: "

@@ -8,7 +8,7 @@ RGB in 0..255 (float) in its first three columns.
 Pipeline (see :func:`training_transforms`): before quantisation ``ElasticDistortion`` on the float coordinates
 (inside the clip box, one field for all frames of a 4D sample), then the voxeliser's rotation and scale; after
 voxelisation ``RandomDropout``, ``RandomHorizontalFlip``, ``ChromaticAutoContrast``, ``ChromaticTranslation``,
-``ChromaticJitter``; finally :func:`normalize_color`.
+``ChromaticJitter``; finally :func:`minkseg.data.datasets.normalize_color` (training and evaluation alike).
 """
 
 from __future__ import annotations
@@ -146,11 +146,6 @@ class Compose:
         for transform in self.transforms:
             coords, feats, labels = transform(coords, feats, labels, rng)
         return coords, feats, labels
-
-
-def normalize_color(rgb: np.ndarray) -> np.ndarray:
-    """RGB 0..255 -> float32 in [-0.5, 0.5] (the network input of the original)."""
-    return (np.asarray(rgb, dtype=np.float32) / 255.0 - 0.5).astype(np.float32)
 
 
 def training_transforms(upright_axis: int, dimension: int, *, color_trans_ratio: float = 0.1,

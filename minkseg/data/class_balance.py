@@ -11,7 +11,7 @@ import os
 import numpy as np
 
 from minkseg.errors import DataError
-from minkseg.data.preprocess import load_manifest
+from minkseg.data.scenefile import load_manifest
 
 __all__ = ["balanced_class_weights"]
 

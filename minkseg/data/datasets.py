@@ -1,4 +1,5 @@
-"""``torch.utils.data`` datasets: augmented training samples, evaluation samples with inverse maps.
+"""``torch.utils.data`` datasets: the shared base of training and evaluation samples, evaluation samples with
+inverse maps (augmented training samples: :mod:`minkseg.data.train_dataset`).
 
 Why training voxelises on the fly: every epoch sees a new rotation, scale, elastic warp and colour jitter of each
 scene, which the voxelised files of the voxelize stage cannot provide. Evaluation samples are deterministic and
@@ -31,7 +32,6 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 from torch.utils.data import Dataset
 
-from minkseg.data.augment import ElasticDistortion, normalize_color, training_transforms
 from minkseg.errors import DataError
 from minkseg.data.evalfile import load_voxelized_manifest, load_voxelized_sample
 from minkseg.data.samples import SceneSamples
@@ -40,6 +40,11 @@ from minkseg.data.scenefile import STORED_IGNORE, Scene, with_ignore_label
 
 if TYPE_CHECKING:  # the caller passes the dataset object; data/ does not import the datasets above it
     from minkseg.datasets.base import SegmentationDataset
+
+
+def normalize_color(rgb: np.ndarray) -> np.ndarray:
+    """RGB 0..255 -> float32 in [-0.5, 0.5] (the network input of the original)."""
+    return (np.asarray(rgb, dtype=np.float32) / 255.0 - 0.5).astype(np.float32)
 
 
 def _frames(scenes: Sequence[Scene]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]]:
@@ -97,41 +102,6 @@ class _VoxelDataset(Dataset):
         if self.samples.temporal:
             sample["frames"] = self.samples.frames(index)
         return sample
-
-
-class TrainDataset(_VoxelDataset):
-    """Augmented, voxelised training samples from the preprocessed scenes (see module docstring)."""
-
-    def __init__(self, preprocessed_dir: str | os.PathLike, split: str, dataset: "SegmentationDataset",
-                 voxel: VoxelParams, *, augment: bool, elastic: bool = True, color_trans_ratio: float = 0.1,
-                 color_jitter_std: float = 0.05) -> None:
-        super().__init__(preprocessed_dir, split, dataset, voxel, augment=augment)
-        self.augment = augment
-        self.elastic = ElasticDistortion(self.spec.elastic_params) if (augment and elastic and
-                                                                        self.spec.elastic_params) else None
-        self.post = training_transforms(self.spec.up_axis, self.dimension, color_trans_ratio=color_trans_ratio,
-                                        color_jitter_std=color_jitter_std) if augment else None
-
-    def __getitem__(self, key: Any) -> dict[str, Any]:
-        index, rng = _key(key)
-        scenes = self.samples.load(index)
-        try:
-            vox = self.voxelizer.voxelize_frames(_frames(scenes), rng=rng if self.augment else None,
-                                                 temporal=self.samples.temporal, warp=self._warp)
-        except DataError as exc:  # name the training scene: the loader would otherwise only say what went wrong
-            raise DataError(f"{self.samples.name(index)}: {exc}") from None
-        coords, feats, labels = vox.coords, vox.feats.astype(np.float32), vox.labels
-        if self.post is not None:
-            coords, feats, labels = self.post(coords, feats, labels, rng)
-        sample = self._base(index)
-        sample.update(coordinates=np.ascontiguousarray(coords, dtype=np.int32),
-                      features=normalize_color(feats), labels=with_ignore_label(labels, self.ignore_label))
-        return sample
-
-    def _warp(self, xyz: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        if self.elastic is None:
-            return xyz
-        return self.elastic(xyz, None, None, rng)[0]
 
 
 def evaluation_view(voxelizer: Voxelizer, frames: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray,

@@ -26,7 +26,6 @@ from typing import Callable, Sequence
 import numpy as np
 
 from minkseg.errors import DataError
-from minkseg.sparse.utils import quantize_points
 
 LABEL_MODES = ("ignore", "majority")
 AXES = {"x": 0, "y": 1, "z": 2}
@@ -212,6 +211,10 @@ class Voxelizer:
         if len(grid) == 0:
             raise DataError("no points left to voxelise (empty scene or everything outside the clip box); "
                             "check voxelize.clip_bound")
+        # Imported here: VoxelParams (this module) is read by stages that never quantise (download), and the sparse
+        # package loads torch.
+        from minkseg.sparse.utils import quantize_points
+
         labels = np.asarray(labels).astype(np.int64)
         coords, vfeats, vlabels, index, inverse = quantize_points(grid, feats, labels, ignore_label=self.ignore_label)
         if self.label_mode == "majority":

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from minkseg.errors import DataError
-from minkseg.data.preprocess import load_manifest, manifest_split
-from minkseg.data.scenefile import Scene, load_scene
+from minkseg.data.scenefile import Scene, load_manifest, load_scene, manifest_split
 
 if TYPE_CHECKING:  # the caller passes the dataset object; data/ does not import the datasets above it
     from minkseg.datasets.base import SegmentationDataset

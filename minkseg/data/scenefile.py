@@ -22,7 +22,13 @@ key                  dtype / shape   meaning
 ``world_frame``      bool scalar     Synthia4D only: True when camera extrinsics moved the frame to world coords
 ===================  ==============  =============================================================================
 
-The preprocess stage also writes ``manifest.json`` next to the split folders (see :mod:`minkseg.data.preprocess`).
+The preprocess stage (:mod:`minkseg.pipeline.preprocess`) also writes ``manifest.json`` next to the split folders;
+its name, key constants and reader (:func:`load_manifest`, :func:`manifest_split`) live here with the scene files:
+
+``manifest.json``: ``{"format_version", "dataset", "class_names", "ignore_label", "dimension", "unit",
+"splits": {split: [{"name", "file", "num_points", ["sequence", "frame", "world_frame"]}, ...]},
+"label_counts": {split: [points per class]}, "skipped": {split: [entries without any point]}, ["made_by"],
+["dataset_options"] (a dataset's own params group, e.g. ply-folder's class list)}``.
 
 Why a fixed 255 on disk and not ``base.ignore_label``: labels are stored as uint8 (a quarter of int32's bytes for
 every point read each epoch), which cannot hold every ignore label the params allow (up to 65535); and the
@@ -33,6 +39,7 @@ loaders (:mod:`minkseg.data.datasets`) hand labels to training and evaluation.
 
 from __future__ import annotations
 
+import json
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -46,6 +53,9 @@ from minkseg.errors import DataError
 
 FORMAT_VERSION = 1
 STORED_IGNORE = 255  # the label of unannotated points in every file MinkSeg writes (scene and voxelised files)
+MANIFEST = "manifest.json"
+# What made an output (params and inputs; minkseg.pipeline.lineage): a manifest's key.
+MADE_BY = "made_by"
 REQUIRED = {"coords": (np.float32, 2), "colors": (np.uint8, 2), "labels": (np.uint8, 1)}
 
 
@@ -123,3 +133,32 @@ def load_scene(path: str | os.PathLike) -> Scene:
              if k not in REQUIRED and k not in ("name", "dataset", "format_version")}
     return Scene(name=str(arrays["name"]), dataset=str(arrays["dataset"]), coords=arrays["coords"],
                  colors=arrays["colors"], labels=arrays["labels"], extra=extra)
+
+
+def scene_filename(name: str) -> str:
+    """The file name of scene ``name`` inside its split folder (Synthia4D's ``SEQ/000123`` -> ``SEQ__000123.npz``)."""
+    return name.replace("/", "__") + ".npz"
+
+
+def load_manifest(preprocessed_dir: str | os.PathLike) -> dict:
+    """The preprocess stage's ``manifest.json`` of ``preprocessed_dir``; a missing, damaged or older one is one
+    :class:`DataError` naming the stage to re-run."""
+    path = Path(preprocessed_dir) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: manifest not found; run the preprocess stage first") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: corrupt manifest ({exc.msg}); re-run the preprocess stage") from None
+    if manifest.get("format_version") != FORMAT_VERSION or "splits" not in manifest:
+        raise DataError(f"{path}: manifest format {manifest.get('format_version')} is not {FORMAT_VERSION}; "
+                        f"re-run the preprocess stage")
+    return manifest
+
+
+def manifest_split(manifest: dict, split: str, path: str | os.PathLike = "") -> list[dict]:
+    """The scene records of ``split``; a split that was not preprocessed is one :class:`DataError`."""
+    if split not in manifest["splits"]:
+        raise DataError(f"{path}: split {split!r} was not preprocessed (have {list(manifest['splits'])}); add it "
+                        f"to the preprocess splits and re-run")
+    return manifest["splits"][split]

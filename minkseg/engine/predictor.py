@@ -246,7 +246,7 @@ class Predictor:
 
     def _voxelizer_of(self):
         if self._voxelizer is None:
-            from minkseg.data import Voxelizer
+            from minkseg.data.quantize import Voxelizer
 
             self._voxelizer = Voxelizer(self.voxel_size, clip_bound=self.voxel.clip_bound,
                                         ignore_label=self.ignore_label, label_mode=self.voxel.label_mode)

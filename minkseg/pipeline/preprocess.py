@@ -1,22 +1,17 @@
-"""Preprocess stage logic: raw dataset -> one compact ``.npz`` per scene/frame plus ``manifest.json``.
+"""The preprocess stage: raw dataset -> one compact ``.npz`` per scene/frame plus ``manifest.json``.
 
 Why a manifest: the training dataset needs per-scene point counts (batch packing), sequence/frame numbers (4D
-windows) and the class table without opening thousands of files; the manifest carries all of it.
+windows) and the class table without opening thousands of files; the manifest carries all of it. Both formats (the
+scene file and the manifest) are owned by :mod:`minkseg.data.scenefile`, with their readers.
 
 Output layout (the whole directory is swapped in atomically, so a failed run leaves the old one untouched)::
 
     <out_dir>/manifest.json
-    <out_dir>/<split>/<scene>.npz      (Synthia4D: ``<SEQUENCE>__<NNNNNN>.npz``; format in minkseg.data.scenefile)
-
-``manifest.json``: ``{"format_version", "dataset", "class_names", "ignore_label", "dimension", "unit",
-"splits": {split: [{"name", "file", "num_points", ["sequence", "frame", "world_frame"]}, ...]},
-"label_counts": {split: [points per class]}, "skipped": {split: [entries without any point]}, ["made_by"],
-["dataset_options"] (a dataset's own params group, e.g. ply-folder's class list)}``.
+    <out_dir>/<split>/<scene>.npz      (Synthia4D: ``<SEQUENCE>__<NNNNNN>.npz``)
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import traceback
@@ -25,23 +20,30 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from minkseg.atomic import atomic_directory, atomic_write_json
-from minkseg.errors import DataError
+from minkseg.atomic import atomic_directory, atomic_write_json, check_writable
+from minkseg.config import Params
 from minkseg.data.parallel import run_parallel
-from minkseg.data.scenefile import FORMAT_VERSION, save_scene
-from minkseg.errors import MinkSegError
+from minkseg.data.scenefile import FORMAT_VERSION, MADE_BY, MANIFEST, save_scene, scene_filename
+from minkseg.errors import DataError, MinkSegError
+from minkseg.pipeline.lineage import checked_inputs, make_record
+from minkseg.pipeline.paths import PipelinePaths
+from minkseg.pipeline.spec import dataset_spec, raw_location
 
-if TYPE_CHECKING:  # the caller passes the dataset object; data/ does not import the datasets above it
+if TYPE_CHECKING:
     from minkseg.datasets.base import SegmentationDataset
 
 log = logging.getLogger(__name__)
-MANIFEST = "manifest.json"
-# What made an output (params and inputs; minkseg.engine.lineage): a manifest's key.
-MADE_BY = "made_by"
+
+__all__ = ["run_preprocess", "preprocess"]
 
 
-def scene_filename(name: str) -> str:
-    return name.replace("/", "__") + ".npz"
+def run_preprocess(params: Params, paths: PipelinePaths = PipelinePaths(), progress: bool = True) -> Mapping:
+    """The stage: every scene of ``preprocess.splits`` of ``base.dataset`` into ``data/preprocessed``."""
+    check_writable(paths.preprocessed.parent)
+    made_by = make_record("preprocess", params, checked_inputs(params, paths, "preprocess"))
+    return preprocess(dataset_spec(params), raw_location(params, paths), paths.preprocessed,
+                      splits=tuple(params.preprocess.splits), workers=params.preprocess.num_workers,
+                      progress=progress, made_by=made_by)
 
 
 class _Collect(logging.Handler):
@@ -140,24 +142,3 @@ def preprocess(dataset: "SegmentationDataset", raw_dir: str | os.PathLike, out_d
     total = sum(len(v) for v in manifest["splits"].values())
     log.info("preprocessed %d scenes of %s into %s", total, dataset.name, out_dir)
     return manifest
-
-
-def load_manifest(preprocessed_dir: str | os.PathLike) -> dict:
-    path = Path(preprocessed_dir) / MANIFEST
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: manifest not found; run the preprocess stage first") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: corrupt manifest ({exc.msg}); re-run the preprocess stage") from None
-    if manifest.get("format_version") != FORMAT_VERSION or "splits" not in manifest:
-        raise DataError(f"{path}: manifest format {manifest.get('format_version')} is not {FORMAT_VERSION}; "
-                        f"re-run the preprocess stage")
-    return manifest
-
-
-def manifest_split(manifest: dict, split: str, path: str | os.PathLike = "") -> list[dict]:
-    if split not in manifest["splits"]:
-        raise DataError(f"{path}: split {split!r} was not preprocessed (have {list(manifest['splits'])}); add it "
-                        f"to the preprocess splits and re-run")
-    return manifest["splits"][split]

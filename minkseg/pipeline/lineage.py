@@ -21,14 +21,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any, Mapping
 
 from minkseg.config import SPEED_ONLY_KEYS, Params
-from minkseg.data.preprocess import MADE_BY as RECORD_KEY
+from minkseg.data.scenefile import MADE_BY as RECORD_KEY
 from minkseg.datasets.base import MADE_BY_FILE as RAW_RECORD
 from minkseg.errors import StaleInputError
+from minkseg.pipeline.paths import PipelinePaths
 
-__all__ = ["CHAIN", "RAW_RECORD", "RECORD_KEY", "StaleInputError", "stage_params", "make_record", "check_chain"]
+__all__ = ["CHAIN", "RAW_RECORD", "RECORD_KEY", "StaleInputError", "stage_params", "make_record", "check_chain",
+           "records_on_disk", "checked_inputs"]
 
 CHAIN = ("download", "preprocess", "voxelize", "train")  # stages whose outputs later stages read, in order
 INPUTS = {"download": (), "preprocess": ("download",), "voxelize": ("preprocess",), "train": ("preprocess", "voxelize")}
@@ -103,3 +106,32 @@ def check_chain(params: Params, found: Mapping[str, tuple[str, Mapping[str, Any]
             if record["inputs"].get(name) != found[name][1].get("fingerprint"):
                 raise StaleInputError(f"{label} was made from another {found[name][0]} than the one there now; "
                                       f"{_fix(stage)}")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # absent or damaged: no record
+        return None
+
+
+def records_on_disk(paths: PipelinePaths, stages: tuple[str, ...]) -> dict[str, tuple[str, Any]]:
+    """What made each output of ``stages`` that is on disk: stage -> (output, record or None). Outputs that are
+    absent are left out (the stage reading them says how to make them)."""
+    found: dict[str, tuple[str, Any]] = {}
+    if "download" in stages and paths.raw.is_dir():
+        found["download"] = (str(paths.raw), _read_json(paths.raw / RAW_RECORD))
+    for stage, directory in (("preprocess", paths.preprocessed), ("voxelize", paths.voxelized)):
+        if stage in stages and (directory / "manifest.json").is_file():
+            manifest = _read_json(directory / "manifest.json")
+            found[stage] = (str(directory), manifest.get(RECORD_KEY) if isinstance(manifest, dict) else None)
+    return found
+
+
+def checked_inputs(params: Params, paths: PipelinePaths, stage: str) -> dict[str, tuple[str, Any]]:
+    """Refuse (one line naming the stage to re-run) inputs made by other params or from other data; returns
+    their records, from which ``stage``'s own record is made."""
+    upstream = ("download", "preprocess", "voxelize")
+    found = records_on_disk(paths, upstream[:upstream.index(stage)] if stage in upstream else upstream)
+    check_chain(params, found)
+    return found

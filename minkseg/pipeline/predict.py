@@ -27,10 +27,10 @@ import numpy as np
 from tqdm import tqdm
 
 from minkseg.atomic import atomic_open
-from minkseg.engine.cli import EXIT_USER_ERROR, progress_wanted, report_error, run_guarded
+from minkseg.pipeline.cli import EXIT_USER_ERROR, progress_wanted, report_error, run_guarded
 from minkseg.errors import EngineError
 from minkseg.engine.export import colorize, palette
-from minkseg.engine.predictor import Predictor, check_finite_rows
+from minkseg.pipeline.predictor import Predictor, check_finite_rows
 from minkseg.engine.runtime import configure_cpu_runtime
 from minkseg.errors import MinkSegError
 
@@ -340,5 +340,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-if __name__ == "__main__":  # python -m minkseg.engine.predict predict ... (what the console script runs)
+if __name__ == "__main__":  # python -m minkseg.pipeline.predict predict ... (what the console script runs)
     sys.exit(main())

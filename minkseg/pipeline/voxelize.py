@@ -1,4 +1,4 @@
-"""Voxelize stage logic: preprocessed scenes -> voxelised evaluation files (format in :mod:`minkseg.data.evalfile`).
+"""The voxelize stage: preprocessed scenes -> voxelised evaluation files (format in :mod:`minkseg.data.evalfile`).
 
 Why only evaluation splits: training voxelises on the fly with fresh augmentation every epoch
 (:class:`minkseg.data.datasets.TrainDataset`); validation and test need one fixed voxelisation plus the inverse
@@ -14,17 +14,31 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from minkseg.atomic import atomic_directory, atomic_write_json
+from minkseg.atomic import atomic_directory, atomic_write_json, check_writable
+from minkseg.config import Params
 from minkseg.data.datasets import EvalDataset
 from minkseg.data.evalfile import FORMAT_VERSION, MANIFEST, save_voxelized_sample
 from minkseg.data.parallel import run_parallel
-from minkseg.data.preprocess import MADE_BY, scene_filename
 from minkseg.data.quantize import VoxelParams
-from minkseg.data.scenefile import STORED_IGNORE
+from minkseg.data.scenefile import MADE_BY, STORED_IGNORE, scene_filename
 from minkseg.errors import DataError
+from minkseg.pipeline.lineage import checked_inputs, make_record
+from minkseg.pipeline.paths import PipelinePaths
+from minkseg.pipeline.spec import dataset_spec, voxel_params
 
-if TYPE_CHECKING:  # the caller passes the dataset object; data/ does not import the datasets above it
+if TYPE_CHECKING:
     from minkseg.datasets.base import SegmentationDataset
+
+__all__ = ["run_voxelize", "voxelize_split"]
+
+
+def run_voxelize(params: Params, paths: PipelinePaths = PipelinePaths(), progress: bool = True) -> Mapping:
+    """The stage: the evaluation split (``evaluate.split``) of ``data/preprocessed`` into ``data/voxelized``."""
+    check_writable(paths.voxelized.parent)
+    made_by = make_record("voxelize", params, checked_inputs(params, paths, "voxelize"))
+    return voxelize_split(paths.preprocessed, paths.voxelized, (params.evaluate.split,), dataset_spec(params),
+                          voxel_params(params), workers=params.preprocess.num_workers, progress=progress,
+                          made_by=made_by)
 
 
 @lru_cache(maxsize=4)

@@ -30,7 +30,7 @@ from minkseg.atomic import atomic_open
 from minkseg.pipeline.cli import EXIT_USER_ERROR, progress_wanted, report_error, run_guarded
 from minkseg.errors import EngineError
 from minkseg.engine.export import colorize, palette
-from minkseg.pipeline.predictor import Predictor, check_finite_rows
+from minkseg.engine.predictor import Predictor, check_finite_rows
 from minkseg.engine.runtime import configure_cpu_runtime
 from minkseg.errors import MinkSegError
 

@@ -45,10 +45,12 @@ def run_parallel(fn: Callable[[T], R], tasks: Sequence[T], workers: int = 1, des
                 for future in cf.as_completed(futures):
                     results[futures[future]] = future.result()
                     bar.update()
+                # Inside the try: Ctrl-C while a worker that got no task is still starting must stop it too (it
+                # would otherwise wake after this process is gone and print a traceback).
+                pool.shutdown()
             except BaseException:  # Ctrl-C, or a task's error: stop the other workers now, not after their tasks
                 _stop(pool)
                 raise
-            pool.shutdown()
     return results
 
 

@@ -30,10 +30,24 @@ if _SPEC and os.path.basename(os.path.dirname(os.path.abspath(_SCRIPT))) == "sta
     os.replace = _replace_or_die
 
 # ``MINKSEG_TEST_CTRL_C_AT_WORKER_START=<marker file>``: the first spawned worker process (of a pool) to start sends
-# SIGINT to its whole process group -- what a terminal's Ctrl-C does -- one second into its start-up, before it has
-# imported anything of MinkSeg (the parent is done creating workers by then). The marker file (created exclusively)
-# makes it happen once.
+# SIGINT to its whole process group -- what a terminal's Ctrl-C does -- while it is still starting, before it has
+# imported anything of MinkSeg. It waits until its parent no longer ignores SIGINT (the parent ignores it while it
+# creates the workers; /proc/<ppid>/status shows the mask), so the signal never falls into that window however
+# loaded the machine is. The marker file (created exclusively) makes it happen once.
 _CTRL_C_MARKER = os.environ.get("MINKSEG_TEST_CTRL_C_AT_WORKER_START", "")
+
+
+def _parent_ignores_sigint() -> bool:
+    try:
+        with open(f"/proc/{os.getppid()}/status") as status:
+            for line in status:
+                if line.startswith("SigIgn:"):
+                    return bool(int(line.split()[1], 16) & (1 << (signal.SIGINT - 1)))
+    except OSError:
+        pass
+    return False
+
+
 if _CTRL_C_MARKER and "--multiprocessing-fork" in sys.argv:
     try:
         os.close(os.open(_CTRL_C_MARKER, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
@@ -42,6 +56,9 @@ if _CTRL_C_MARKER and "--multiprocessing-fork" in sys.argv:
     else:
         import time
 
-        time.sleep(1.0)
+        time.sleep(0.5)
+        deadline = time.monotonic() + 120
+        while _parent_ignores_sigint() and time.monotonic() < deadline:
+            time.sleep(0.05)
         os.killpg(os.getpgid(0), signal.SIGINT)
         time.sleep(1.0)  # still starting when the signal arrives

@@ -26,7 +26,7 @@ from minkseg.data.splits import check_split, read_split_list
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Bound", "RawReport", "SegmentationDataset", "MADE_BY_FILE", "VOXEL_SIZE_RANGE", "write_made_by",
+__all__ = ["Bound", "RawReport", "SegmentationDataset", "GeneratedDataset", "MADE_BY_FILE", "VOXEL_SIZE_RANGE", "write_made_by",
            "generator_config"]
 
 Bound = tuple[float, float]
@@ -176,6 +176,22 @@ class SegmentationDataset:
 
     def check_splits(self, splits: Iterable[str]) -> list[str]:
         return [check_split(split) for split in splits]
+
+
+class GeneratedDataset:
+    """Mixin for a dataset whose raw data the download stage generates into ``data/raw`` (listed first among the
+    bases, before the real dataset it imitates): the generator is a pure function of ``(base.seed,
+    download.synthetic)``, so those keys are the download record, the split lists are generated beside the scenes,
+    and the real dataset's own download settings (its root folder, its rules) do not apply."""
+
+    download_params = ("base.dataset", "base.seed", "download.synthetic")
+    split_lists_in_raw = True
+
+    def raw_root(self, download: Any) -> Path | None:
+        return None
+
+    def params_problems(self, params: Any) -> list[str]:
+        return []
 
 
 def write_made_by(staging: Path, made_by: Mapping[str, Any] | None) -> None:

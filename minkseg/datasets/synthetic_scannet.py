@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from minkseg.atomic import atomic_directory
-from minkseg.datasets.base import RawReport, generator_config, write_made_by
+from minkseg.datasets.base import GeneratedDataset, RawReport, generator_config, write_made_by
 from minkseg.datasets.generators.rooms import SyntheticScanNetConfig, generate_synthetic_scannet
 from minkseg.datasets.registry import register_dataset
 from minkseg.datasets.scannet import CLASS_NAMES, ScanNet
@@ -24,18 +24,10 @@ SYNTHETIC_SCANNET_CLASSES = tuple(CLASS_NAMES.index(n) for n in (
 
 
 @register_dataset
-class SyntheticScanNet(ScanNet):
+class SyntheticScanNet(GeneratedDataset, ScanNet):
     """ScanNet's classes, layout, reader and augmentations on generated rooms; the split lists are generated too."""
 
     name = "synthetic-scannet"
-    download_params = ("base.dataset", "base.seed", "download.synthetic")
-    split_lists_in_raw = True
-
-    def raw_root(self, download: Any) -> Path | None:
-        return None
-
-    def params_problems(self, params: Any) -> list[str]:
-        return []
 
     def fetch(self, raw_dir: Path, download: Any, *, seed: int, splits: Sequence[str], workers: int,
               progress: bool, made_by: Mapping[str, Any] | None) -> RawReport:

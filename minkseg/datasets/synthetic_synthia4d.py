@@ -11,25 +11,17 @@ from minkseg.atomic import atomic_directory
 from minkseg.data.download import record_file, verify_file
 from minkseg.data.extract import extract_archive
 from minkseg.data.splits import SPLITS
-from minkseg.datasets.base import RawReport, generator_config, write_made_by
+from minkseg.datasets.base import GeneratedDataset, RawReport, generator_config, write_made_by
 from minkseg.datasets.generators.streets import SyntheticSynthiaConfig, write_synthetic_synthia_tar
 from minkseg.datasets.registry import register_dataset
 from minkseg.datasets.synthia4d import Synthia4D
 
 
 @register_dataset
-class SyntheticSynthia4D(Synthia4D):
+class SyntheticSynthia4D(GeneratedDataset, Synthia4D):
     """Synthia4D's classes, frames, reader, windows and augmentations on generated streets."""
 
     name = "synthetic-synthia4d"
-    download_params = ("base.dataset", "base.seed", "download.synthetic")
-    split_lists_in_raw = True
-
-    def raw_root(self, download: Any) -> Path | None:
-        return None
-
-    def params_problems(self, params: Any) -> list[str]:
-        return []
 
     def fetch(self, raw_dir: Path, download: Any, *, seed: int, splits: Sequence[str], workers: int,
               progress: bool, made_by: Mapping[str, Any] | None) -> RawReport:

@@ -187,7 +187,7 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
 def load_model_file(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild the network a train stage saved, ``build_model(**payload["model"])`` with its weights loaded
     strictly; returns ``(model, payload)``. Every problem is one CheckpointError line."""
-    from minkseg.nn import build_model  # the network registry: the only thing here above torch
+    from minkseg.nn.registry import build_model  # the network registry: the only thing here above torch
 
     payload = read_model_file(path)
     network = dict(payload["model"])

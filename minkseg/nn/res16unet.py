@@ -7,8 +7,6 @@ keys of the model-zoo checkpoints.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
@@ -17,6 +15,7 @@ import minkseg.sparse as ME
 from minkseg.nn.blocks import BasicBlock, Bottleneck, make_stage
 from minkseg.errors import ModelError
 from minkseg.nn.layers import SUPPORTED_DIMENSIONS, batch_norm, conv, conv_tr, spatial
+from minkseg.nn.specs import UNetSpec
 
 __all__ = ["UNetSpec", "Res16UNet", "BLOCKS"]
 
@@ -25,31 +24,6 @@ BLOCKS: dict[str, type[BasicBlock] | type[Bottleneck]] = {"basic": BasicBlock, "
 _DEFAULT_BN_MOMENTUM = {"sts": 0.02, "me": 0.1}
 # Blocks' own norms: 0.1 in both code bases (see make_stage).
 _DEFAULT_BLOCK_BN_MOMENTUM = 0.1
-
-
-@dataclass(frozen=True)
-class UNetSpec:
-    """Everything that distinguishes one named network from another.
-
-    lineage: 'sts' = chrischoy/SpatioTemporalSegmentation (Res16UNet*, Mink16UNet*, STRes*; 3-D block convs were
-    built as HYBRID regions there), 'me' = MinkowskiEngine's examples/minkunet.py (MinkUNet*; plain cubes,
-    stem kernel 5, Kaiming init). It picks defaults (init, BN momentum, stem kernel, checkpoint offset order).
-    tesseract: 4-D block convs use the full 3^4 cube instead of the space-cube x time-cross hybrid.
-    """
-
-    name: str
-    block: str
-    layers: tuple[int, int, int, int, int, int, int, int]
-    planes: tuple[int, int, int, int, int, int, int, int]
-    dimension: int = 3
-    conv1_kernel_size: int = 3
-    lineage: str = "sts"
-    tesseract: bool = False
-    init_dim: int = 32
-
-    def block_region(self, D: int) -> str:
-        """Region of the 3-wide block convs: a cube in 3-D (27 offsets), hybrid (29) or tesseract (81) in 4-D."""
-        return "hybrid" if D == 4 and not self.tesseract else "cube"
 
 
 class Res16UNet(ME.MinkowskiNetwork):

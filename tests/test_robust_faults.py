@@ -101,6 +101,10 @@ def test_preprocessing_killed_mid_way_keeps_the_previous_output_and_reruns(root)
     assert snapshot(root, "data/raw") == raw
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_while_preprocess_workers_start_prints_only_the_one_line(root, tmp_path):
     """Issue 17, item 3: Ctrl-C reaches every process of the terminal's group; the workers used to print two
     KeyboardInterrupt tracebacks (one each, while still starting) before the stage's one line."""
@@ -109,8 +113,10 @@ def test_ctrl_c_while_preprocess_workers_start_prints_only_the_one_line(root, tm
     env = child_env()
     env["PYTHONPATH"] = f"{KILL_HOOK}{os.pathsep}{env['PYTHONPATH']}"
     env["MINKSEG_TEST_CTRL_C_AT_WORKER_START"] = str(tmp_path / "ctrl-c-sent")
-    # its own process group: the hook's Ctrl-C must reach the stage and its workers, never pytest
-    result = run_stage_process(root, "preprocess", env=env, start_new_session=True)
+    # its own process group: the hook's Ctrl-C must reach the stage and its workers, never pytest. SIGINT starts at
+    # its default: a test run launched in the background (`cmd &` in a script, nohup) inherits SIGINT *ignored*,
+    # and Python then installs no KeyboardInterrupt handler -- the stage could not be interrupted at all.
+    result = run_stage_process(root, "preprocess", env=env, start_new_session=True, preexec_fn=_sigint_default)
     assert (tmp_path / "ctrl-c-sent").exists(), "no worker was started"
     assert result.returncode == 130, result.stderr
     assert result.stderr.splitlines() == ["minkseg preprocess: interrupted; re-run `dvc repro` to continue"]

@@ -57,7 +57,7 @@ if _CTRL_C_MARKER and "--multiprocessing-fork" in sys.argv:
         import time
 
         time.sleep(0.5)
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 60
         while _parent_ignores_sigint() and time.monotonic() < deadline:
             time.sleep(0.05)
         os.killpg(os.getpgid(0), signal.SIGINT)

@@ -427,7 +427,8 @@ def _model_problems(source: str, params: Params) -> list[str]:
     """The network name and the class weights, checked against the registries before any stage does work.
 
     Without this a misspelt ``train.model`` would only fail in the train stage -- after download, preprocess and
-    voxelize have run for hours on real data. The network names come from ``minkseg.nn.specs``, which imports no torch.
+    voxelize have run for hours on real data. The network names come from ``minkseg.nn.specs``, which imports no
+    torch.
     """
     from minkseg.nn.specs import list_models
 

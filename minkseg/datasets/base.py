@@ -26,8 +26,8 @@ from minkseg.data.splits import check_split, read_split_list
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Bound", "RawReport", "SegmentationDataset", "GeneratedDataset", "MADE_BY_FILE", "VOXEL_SIZE_RANGE", "write_made_by",
-           "generator_config"]
+__all__ = ["Bound", "RawReport", "SegmentationDataset", "GeneratedDataset", "MADE_BY_FILE", "VOXEL_SIZE_RANGE",
+           "write_made_by", "generator_config"]
 
 Bound = tuple[float, float]
 

@@ -208,6 +208,7 @@ class TrainParams(_Group):
     num_workers: NonNegativeInt
     deterministic: bool
     augment: bool  # the original's training augmentations (rotation, scale, elastic, colour, dropout, flip)
+    crop_voxels: NonNegativeInt  # with augment: train on the N voxels nearest a random voxel; 0 = whole scenes
 
     @field_validator("adamw_betas")
     @classmethod

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from minkseg.data.augment import (ChromaticAutoContrast, ChromaticJitter, ChromaticTranslation, ElasticDistortion,
-                                  RandomDropout, RandomHorizontalFlip, training_transforms)
+                                  RandomDropout, RandomHorizontalFlip, RandomSphereCrop,
+                                  training_transforms)
 from minkseg.data.datasets import normalize_color
 from minkseg.data.quantize import Voxelizer
 from minkseg.datasets import build_dataset
@@ -109,6 +110,29 @@ def test_training_pipeline_order_and_probabilities():
     assert [t.p for t in transforms] == [0.2, 0.95, 0.2, 0.95, 0.95]
     assert transforms[0].ratio == 0.2 and transforms[3].ratio == 0.1 and transforms[4].std == 0.05
     assert ElasticDistortion().params == ((0.2, 0.4), (0.8, 1.6)) and ElasticDistortion().p == 0.95
+
+
+def test_sphere_crop_keeps_the_nearest_voxels_around_a_seeded_centre():
+    rng = np.random.default_rng(3)
+    coords = rng.integers(0, 60, (3000, 3)).astype(np.int32)
+    feats, labels = rng.uniform(0, 255, (3000, 3)).astype(np.float32), np.arange(3000)
+    crop = RandomSphereCrop(500)
+    kept = crop(coords, feats, labels, np.random.default_rng(1))
+    again = crop(coords, feats, labels, np.random.default_rng(1))
+    for a, b in zip(kept, again):
+        np.testing.assert_array_equal(a, b)
+    assert len(kept[0]) == 500 and np.array_equal(kept[2], np.sort(kept[2]))  # rows stay aligned, original order
+    np.testing.assert_array_equal(kept[0], coords[kept[2]])
+    np.testing.assert_array_equal(kept[1], feats[kept[2]])
+    # A ball: every kept voxel is at least as near the centre as every dropped one (the centre is a kept voxel).
+    dist = lambda c: ((coords.astype(float) - c) ** 2).sum(1)  # noqa: E731
+    centre = next(c for c in kept[0] if dist(c)[kept[2]].max() <= np.delete(dist(c), kept[2]).min())
+    assert centre is not None
+    small = coords[:400], feats[:400], labels[:400]
+    for a, b in zip(crop(*small, np.random.default_rng(1)), small):  # a scene within the budget passes unchanged
+        np.testing.assert_array_equal(a, b)
+    assert [type(t).__name__ for t in training_transforms(2, 3, crop_voxels=500).transforms][:2] == [
+        "RandomSphereCrop", "RandomDropout"]
 
 
 def test_voxelizer_rotation_and_scale_stay_in_the_scannet_bounds():

@@ -29,13 +29,14 @@ class TrainDataset(_VoxelDataset):
 
     def __init__(self, preprocessed_dir: str | os.PathLike, split: str, dataset: "SegmentationDataset",
                  voxel: VoxelParams, *, augment: bool, elastic: bool = True, color_trans_ratio: float = 0.1,
-                 color_jitter_std: float = 0.05) -> None:
+                 color_jitter_std: float = 0.05, crop_voxels: int = 0) -> None:
         super().__init__(preprocessed_dir, split, dataset, voxel, augment=augment)
         self.augment = augment
         self.elastic = ElasticDistortion(self.spec.elastic_params) if (augment and elastic and
                                                                         self.spec.elastic_params) else None
         self.post = training_transforms(self.spec.up_axis, self.dimension, color_trans_ratio=color_trans_ratio,
-                                        color_jitter_std=color_jitter_std) if augment else None
+                                        color_jitter_std=color_jitter_std,
+                                        crop_voxels=crop_voxels) if augment else None
 
     def __getitem__(self, key: Any) -> dict[str, Any]:
         index, rng = _key(key)

@@ -52,7 +52,8 @@ def run_train(params: Params, paths: PipelinePaths = PipelinePaths(), progress: 
                                    *(_file_hash(d / "manifest.json") for d in (paths.preprocessed, paths.voxelized))])
     spec = dataset_spec(params)
     t = params.train
-    train_set = TrainDataset(paths.preprocessed, "train", spec, voxel_params(params), augment=t.augment)
+    train_set = TrainDataset(paths.preprocessed, "train", spec, voxel_params(params), augment=t.augment,
+                             crop_voxels=t.crop_voxels)
     val_set = VoxelizedDataset(paths.voxelized, params.evaluate.split, ignore_label=params.base.ignore_label)
     weights = balanced_class_weights(paths.preprocessed) if t.class_weights == "balanced" else None
     seed_everything(params.base.seed)  # the initial weights are part of "same params, same result"

@@ -77,7 +77,7 @@ def train_params(**overrides: Any) -> TrainParams:
         onecycle_final_div_factor=1e4, iterations=12, batch_size=2, val_batch_size=2, train_limit_numpoints=0,
         grad_accum=1, amp="none", val_every=4, val_subset_every=0, val_subset_scenes=1, checkpoint_every=4, log_every=2,
         class_weights=None, lovasz_weight=0.0,
-        num_workers=0, deterministic=True, augment=True,
+        num_workers=0, deterministic=True, augment=True, crop_voxels=0,
     )
     values.update(overrides)
     return TrainParams.model_validate(values)

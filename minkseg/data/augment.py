@@ -7,8 +7,9 @@ RGB in 0..255 (float) in its first three columns.
 
 Pipeline (see :func:`training_transforms`): before quantisation ``ElasticDistortion`` on the float coordinates
 (inside the clip box, one field for all frames of a 4D sample), then the voxeliser's rotation and scale; after
-voxelisation ``RandomDropout``, ``RandomHorizontalFlip``, ``ChromaticAutoContrast``, ``ChromaticTranslation``,
-``ChromaticJitter``; finally :func:`minkseg.data.datasets.normalize_color` (training and evaluation alike).
+voxelisation an optional ``RandomSphereCrop`` (``train.crop_voxels``), ``RandomDropout``, ``RandomHorizontalFlip``,
+``ChromaticAutoContrast``, ``ChromaticTranslation``, ``ChromaticJitter``; finally
+:func:`minkseg.data.datasets.normalize_color` (training and evaluation alike).
 """
 
 from __future__ import annotations
@@ -141,9 +142,10 @@ class ChromaticJitter:
 class RandomSphereCrop:
     """Keep the ``max_voxels`` voxels nearest to a randomly chosen voxel (spatial distance; time is ignored).
 
-    Why: a training step costs time in proportion to its voxels, and a crop of a room still shows whole objects
-    with their surroundings, so a step on a crop buys more optimizer steps per second than a step on the room
-    (Pointcept's SphereCrop does the same). Scenes with at most ``max_voxels`` voxels pass unchanged; 0 = off.
+    Why: a step's time and memory grow with its voxels, and a crop bounds both for scenes too large to train on
+    whole (Pointcept's SphereCrop does the same). It is off by default because on the synthetic rooms it costs
+    accuracy (README, "Spread over seeds"): their classes are told apart by room context a crop cuts away.
+    Scenes with at most ``max_voxels`` voxels pass unchanged; 0 = off.
     """
 
     def __init__(self, max_voxels: int) -> None:

@@ -420,6 +420,10 @@ def _cross_checks(source: str, params: Params) -> list[str]:
     if params.train.amp != "none" and params.base.device == "cpu":
         problems.append(f"{source}: train.amp: mixed precision runs on CUDA only but base.device is cpu; "
                         f"set train.amp: none (got {params.train.amp!r})")
+    if params.train.crop_voxels > 0 and not params.train.augment:
+        problems.append(f"{source}: train.crop_voxels: the crop is a random training augmentation and "
+                        f"train.augment is false; set train.augment: true or train.crop_voxels: 0 "
+                        f"(got {params.train.crop_voxels})")
     problems += _model_problems(source, params)
     return problems
 

@@ -120,6 +120,17 @@ def test_cross_key_rules(tmp_path):
     data["base"]["node_rank"] = 1
     with pytest.raises(ConfigError, match=r"base.node_rank: must be < base.num_nodes \(1\) \(got 1\)"):
         load_params(write(tmp_path, data))
+    data = shipped()
+    data["train"].update(augment=False, crop_voxels=6000)
+    with pytest.raises(ConfigError, match=r"train.crop_voxels: the crop is a random training augmentation and "
+                                          r"train.augment is false; .* \(got 6000\)"):
+        load_params(write(tmp_path, data))
+    for bad, message in ((-1, r"must be >= 0 \(got -1\)"), ("half", "must be a whole number"),
+                         (2.5, r"must be a whole number \(got 2.5\)")):
+        data = shipped()
+        data["train"]["crop_voxels"] = bad
+        with pytest.raises(ConfigError, match=f"params.yaml: train.crop_voxels: {message}"):
+            load_params(write(tmp_path, data))
 
 
 def test_file_level_errors(tmp_path):
